@@ -1,0 +1,3 @@
+"""strangler: a strangler-fig migration proxy."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Route rules: the frozen model, and the loader that builds it from YAML."""

@@ -1,0 +1,136 @@
+"""The route rules as frozen values: parsed once, never mutated, swapped whole on reload."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+COHORT_COOKIE = "strangler_cohort"
+DEFAULT_RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+MAX_REPLAY_BODY_BYTES = 64 * 1024
+
+StickyKind = Literal["cohort", "cookie", "header", "client-ip", "none"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Address:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthCheck:
+    path: str
+    interval_s: float = 5.0
+    timeout_s: float = 2.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upstream:
+    name: str
+    url: str                       # origin only: scheme://host[:port], no path
+    connect_timeout_s: float = 2.0
+    timeout_s: float = 30.0        # longest wait for the upstream's next bytes
+    max_concurrent: int = 256      # bulkhead
+    health: HealthCheck | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    attempts: int = 3                          # tries in all, the first included
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 1.0
+    retry_on_connect_error: bool = True
+    retry_on_timeout: bool = True
+    retry_on_statuses: frozenset[int] = frozenset({502, 503, 504})
+    methods: frozenset[str] = DEFAULT_RETRY_METHODS
+    budget_ratio: float = 0.2                  # extra load retries may add per upstream
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerPolicy:
+    failure_threshold: int = 5
+    recovery_timeout_s: float = 30.0
+    success_threshold: int = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sticky:
+    kind: StickyKind = "cohort"
+    name: str | None = None        # cookie or header name for kind cookie/header
+
+    def describe(self) -> str:
+        return f"{self.kind}:{self.name}" if self.name else self.kind
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Match:
+    path: str = "/"                                 # normalized prefix, segment boundary
+    methods: frozenset[str] | None = None           # None: any method
+    headers: tuple[tuple[str, str], ...] = ()       # (lower-case name, exact value)
+    host: str | None = None                         # lower-case, without port
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    name: str
+    match: Match
+    split: tuple[tuple[str, float], ...]            # (upstream, percent) in file order, sums to 100
+    fallback: str | None = None
+    sticky: Sticky = field(default_factory=Sticky)
+    strip_prefix: bool = False
+    timeout_s: float | None = None                  # response must start within this, all attempts together
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    max_body_bytes: int | None = None               # None: limits.max_body_bytes
+    line: int = 0                                   # where the route starts in the file
+
+    @property
+    def upstream_names(self) -> tuple[str, ...]:
+        names = [name for name, _ in self.split]
+        if self.fallback and self.fallback not in names:
+            names.append(self.fallback)
+        return tuple(names)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Protection against hostile or broken clients, with safe defaults."""
+
+    max_url_bytes: int = 8192
+    max_header_bytes: int = 64 * 1024
+    max_header_count: int = 100
+    max_body_bytes: int = 100 * 1024 * 1024
+    header_timeout_s: float = 10.0
+    body_idle_timeout_s: float = 30.0
+    max_concurrent_requests: int = 4096
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccessLog:
+    enabled: bool = True
+    format: Literal["plain", "json"] = "plain"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    version: int = 1
+    listen: Address = Address(host="127.0.0.1", port=8000)
+    admin: Address = Address(host="127.0.0.1", port=9000)
+    upstreams: tuple[Upstream, ...] = ()
+    routes: tuple[Route, ...] = ()
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    expose_headers: bool = True
+    limits: Limits = Limits()
+    access_log: AccessLog = AccessLog()
+    source: str = "<string>"        # file name as given, for messages
+    sha256: str = ""                # of the file's bytes: the config version users see
+    warnings: tuple[str, ...] = ()  # FILE:LINE:COL: path: message, e.g. shadowed routes
+
+    def upstream(self, name: str) -> Upstream:
+        for upstream in self.upstreams:
+            if upstream.name == name:
+                return upstream
+        raise KeyError(name)
