@@ -1,0 +1,106 @@
+"""The admin listener: metrics, health, the live routing table, reload. Never on the public port."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .config.loader import ConfigError
+from .reload import ConfigHolder
+from .runtime import Runtime
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat()
+
+
+def upstream_health(runtime: Runtime) -> dict[str, Any]:
+    return {
+        name: {
+            "url": state.upstream.url,
+            "checked": state.upstream.health is not None,
+            "healthy": state.health.healthy,
+            "checked_at": _iso(state.health.checked_at),
+            "detail": state.health.detail,
+            "in_flight": state.bulkhead.in_flight,
+            "max_concurrent": state.bulkhead.max_concurrent,
+        }
+        for name, state in runtime.upstreams.items()
+    }
+
+
+def routes_document(runtime: Runtime) -> dict[str, Any]:
+    config = runtime.config
+    routes = []
+    for route_rt in runtime.routes.values():
+        route = route_rt.route
+        match = route.match
+        routes.append({
+            "name": route.name,
+            "match": {
+                "path": match.path,
+                "methods": sorted(match.methods) if match.methods is not None else None,
+                "headers": dict(match.headers),
+                "host": match.host,
+            },
+            "split": {name: percent for name, percent in route.split},
+            "fallback": route.fallback,
+            "sticky": route.sticky.describe(),
+            "strip_prefix": route.strip_prefix,
+            "breakers": {name: breaker.snapshot() for name, breaker in route_rt.breakers.items()},
+        })
+    return {
+        "version": config.sha256,
+        "source": config.source,
+        "loaded_at": _iso(runtime.loaded_at),
+        "routes": routes,
+        "warnings": list(config.warnings),
+    }
+
+
+def create_admin_app(holder: ConfigHolder) -> Starlette:
+    async def metrics(request: Request) -> Response:
+        body, content_type = holder.metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"status": "live"})
+
+    async def ready(request: Request) -> Response:
+        runtime = holder.runtime
+        if runtime is None:
+            error = str(holder.last_error) if holder.last_error else "no config loaded"
+            return JSONResponse({"status": "not ready", "error": error}, status_code=503)
+        return JSONResponse({"status": "ready", "version": runtime.config.sha256,
+                             "upstreams": upstream_health(runtime)})
+
+    async def routes(request: Request) -> Response:
+        runtime = holder.runtime
+        if runtime is None:
+            return JSONResponse({"error": "no config loaded"}, status_code=503)
+        return JSONResponse(routes_document(runtime))
+
+    async def reload(request: Request) -> Response:
+        try:
+            runtime = holder.reload()
+        except ConfigError as error:
+            return JSONResponse({"status": "rejected", "errors": [str(p) for p in error.problems],
+                                 "version": holder.runtime.config.sha256 if holder.runtime else None},
+                                status_code=422)
+        return JSONResponse({"status": "reloaded", "version": runtime.config.sha256,
+                             "loaded_at": _iso(runtime.loaded_at)})
+
+    return Starlette(routes=[
+        Route("/metrics", metrics),
+        Route("/health/live", live),
+        Route("/health/ready", ready),
+        Route("/routes", routes),
+        Route("/reload", reload, methods=["POST"]),
+    ])

@@ -1,0 +1,84 @@
+"""The proxy as a raw ASGI application (no framework objects on the data path)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .errors import ClientDisconnected, ProxyError, Reason
+from .exchange import Exchange, request_id_of
+from .pipeline import ResponseAborted, handle
+from .problem import problem_body, problem_headers
+from .reload import ConfigHolder
+
+log = logging.getLogger("strangler.proxy")
+
+
+class ProxyApp:
+    def __init__(self, holder: ConfigHolder) -> None:
+        self.holder = holder
+        self.metrics = holder.metrics
+        self.active_requests = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            # Upgrades are not forwarded: refuse the handshake rather than half-support it.
+            await receive()
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        runtime = self.holder.runtime     # read once: the request finishes on the config it started with
+        exchange = Exchange(self.metrics, request_id_of(scope["headers"]), scope["method"])
+        if runtime is None:
+            await self._refuse(send, exchange, ProxyError("no valid config loaded", reason=Reason.OVERLOADED), True)
+            exchange.record(None)
+            return
+        config = runtime.config
+        self.active_requests += 1
+        try:
+            if self.active_requests > config.limits.max_concurrent_requests:
+                raise ProxyError("too many requests in flight", reason=Reason.OVERLOADED, retry_after_s=1)
+            await handle(runtime, scope, receive, send, exchange)
+        except ProxyError as error:
+            exchange.error = error
+            if error.route is None:
+                error.route = exchange.route or None
+            if error.upstream is None:
+                error.upstream = exchange.upstream or None
+            if exchange.status is not None:
+                raise ResponseAborted(error.detail) from error
+            exchange.release_upstream()
+            await self._refuse(send, exchange, error, config.expose_headers)
+        except ClientDisconnected as gone:
+            exchange.error = gone
+        except ResponseAborted as aborted:
+            log.warning("response.aborted rid=%s route=%s upstream=%s detail=%s",
+                        exchange.request_id, exchange.route, exchange.upstream, aborted)
+            raise
+        finally:
+            self.active_requests -= 1
+            exchange.record(config.access_log.format if config.access_log.enabled else None)
+
+    @staticmethod
+    async def _refuse(send: Any, exchange: Exchange, error: ProxyError, expose: bool) -> None:
+        body = problem_body(error)
+        headers = problem_headers(error, body, expose=expose)
+        headers.append((b"x-request-id", exchange.request_id.encode()))
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        exchange.status = error.status
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.holder.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,113 @@
+"""The command line: run, check, explain, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .config.loader import ConfigError, load_config
+from .config.model import Config
+from .metrics import Metrics
+from .reload import ConfigHolder
+
+DEFAULT_CONFIG = "config/routes.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="strangler", description="A strangler-fig migration proxy.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="serve the proxy")
+    run.add_argument("--config", default=DEFAULT_CONFIG)
+    run.add_argument("--host")
+    run.add_argument("--port", type=int)
+    run.add_argument("--admin-host")
+    run.add_argument("--admin-port", type=int)
+    run.add_argument("--workers", type=int, default=1)
+    run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+    check = commands.add_parser("check", help="validate a config and print the routing table")
+    check.add_argument("path")
+
+    explain = commands.add_parser("explain", help="say which route and upstream would take a request, and why")
+    explain.add_argument("path")
+    explain.add_argument("method")
+    explain.add_argument("url")
+    explain.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'")
+
+    demo = commands.add_parser("demo", help="run the bundled monolith, services and proxy together")
+    demo.add_argument("--config", default=DEFAULT_CONFIG)
+
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "check":
+        return _check(args.path)
+    if args.command == "explain":
+        from .explain import explain_request
+        return explain_request(args.path, args.method, args.url, args.header)
+    from .demo import run_demo
+    return run_demo(args.config)
+
+
+def _load_or_report(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        print(f"{path}: invalid, {len(error.problems)} problem(s)", file=sys.stderr)
+        return None
+
+
+def _check(path: str) -> int:
+    config = _load_or_report(path)
+    if config is None:
+        return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{path}: valid, version {config.sha256}")
+    print(routing_table(config))
+    return 0
+
+
+def routing_table(config: Config) -> str:
+    rows = [("ROUTE", "MATCH", "SPLIT", "FALLBACK", "STICKY")]
+    for route in config.routes:
+        match = route.match
+        parts = [",".join(sorted(match.methods)) if match.methods else "*", match.path]
+        if match.host:
+            parts.append(f"host={match.host}")
+        parts.extend(f"{name}={value}" for name, value in match.headers)
+        split = ", ".join(f"{name} {percent:g}%" for name, percent in route.split)
+        rows.append((route.name, " ".join(parts), split, route.fallback or "-", route.sticky.describe()))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = _load_or_report(args.config)
+    if config is None:
+        return 1
+    from .server import ServeOptions, run_forever
+
+    options = ServeOptions(
+        config_path=args.config,
+        host=args.host or config.listen.host,
+        port=args.port if args.port is not None else config.listen.port,
+        admin_host=args.admin_host or config.admin.host,
+        admin_port=args.admin_port if args.admin_port is not None else config.admin.port,
+        log_level=args.log_level,
+    )
+    if (options.host, options.port) == (options.admin_host, options.admin_port):
+        print("strangler: the admin listener must not share the public one", file=sys.stderr)
+        return 1
+    if args.workers > 1:
+        from .workers import run_workers
+        return run_workers(options, args.workers)
+    holder = ConfigHolder(args.config, Metrics())
+    holder.reload()
+    run_forever(options, holder)
+    return 0

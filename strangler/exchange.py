@@ -1,0 +1,96 @@
+"""One request's record: what was decided on the way, for metrics and the access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .runtime import UpstreamState
+
+access_log = logging.getLogger("strangler.access")
+
+
+def request_id_of(raw_headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-ID when it is sane, else a new one."""
+    for name, value in raw_headers:
+        if name.lower() == b"x-request-id":
+            if 0 < len(value) <= 128 and value.isascii() and value.isprintable():
+                return value.decode("ascii")
+            break
+    return os.urandom(8).hex()
+
+
+class Exchange:
+    __slots__ = (
+        "metrics", "request_id", "method", "started", "route", "upstream", "status", "attempts",
+        "upstream_attempts", "fallback_reason", "new_cohort", "sticky_bucket", "error", "body_complete",
+        "_held",
+    )
+
+    def __init__(self, metrics: Metrics, request_id: str, method: str) -> None:
+        self.metrics = metrics
+        self.request_id = request_id
+        self.method = method
+        self.started = time.perf_counter()
+        self.route = ""
+        self.upstream = ""
+        self.status: int | None = None
+        self.attempts = 0
+        self.upstream_attempts = 0
+        self.fallback_reason: str | None = None
+        self.new_cohort: str | None = None
+        self.sticky_bucket: int | None = None
+        self.error: BaseException | None = None
+        self.body_complete = False
+        self._held: UpstreamState | None = None
+
+    def count_attempt(self) -> None:
+        self.attempts += 1
+        self.upstream_attempts += 1
+
+    def hold_upstream(self, state: UpstreamState) -> None:
+        """Bulkhead permit taken for `state`: track it so it is released exactly once."""
+        self._held = state
+        self.upstream_attempts = 0
+        self.metrics.inflight.labels(state.upstream.name).inc()
+
+    def release_upstream(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.bulkhead.release()
+            self.metrics.inflight.labels(held.upstream.name).dec()
+
+    def record(self, log_format: str | None) -> None:
+        """Count and log the request once it is over (the client's status 499 when it went away)."""
+        self.release_upstream()
+        status = self.status if self.status is not None else 499
+        seconds = time.perf_counter() - self.started
+        metrics = self.metrics
+        metrics.count_request(self.route, self.upstream, self.method, status)
+        if self.route and self.upstream:
+            metrics.pair(self.route, self.upstream).duration.observe(seconds)
+        reason = getattr(getattr(self.error, "reason", None), "flag", None)
+        if reason is not None:
+            metrics.proxy_errors.labels(self.route, self.upstream, reason).inc()
+        if log_format is None or not access_log.isEnabledFor(logging.INFO):
+            return
+        if log_format == "json":
+            access_log.info(json.dumps({
+                "event": "access", "rid": self.request_id, "method": self.method, "route": self.route or None,
+                "upstream": self.upstream or None, "status": status, "attempts": self.attempts,
+                "ms": round(seconds * 1000, 1), "fallback": self.fallback_reason, "reason": reason,
+            }))
+        else:
+            access_log.info(
+                "access rid=%s method=%s route=%s upstream=%s status=%d attempts=%d ms=%.1f%s%s",
+                self.request_id, self.method, self.route or "-", self.upstream or "-", status, self.attempts,
+                seconds * 1000,
+                f" fallback={self.fallback_reason}" if self.fallback_reason else "",
+                f" reason={reason}" if reason else "",
+            )

@@ -1,0 +1,161 @@
+"""Header rewriting in both directions: hop-by-hop fields out, forwarding fields in."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from .config.model import IPNetwork
+from .errors import BadRequest
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+    b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
+})
+# The proxy frames the body itself and answers `Expect: 100-continue` itself.
+_REFRAMED = frozenset({b"content-length", b"expect"})
+_FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
+VIA = b"1.1 strangler"
+
+
+def _connection_named(raw_headers: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    named: set[bytes] = set()
+    for name, value in raw_headers:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(named)
+
+
+def _is_hop_by_hop(lower_name: bytes, named: frozenset[bytes]) -> bool:
+    return lower_name in HOP_BY_HOP or lower_name.startswith(b"proxy-") or lower_name in named
+
+
+class RequestFraming:
+    """How the client framed its body, checked before anything is forwarded."""
+
+    __slots__ = ("content_length", "chunked")
+
+    def __init__(self, content_length: int | None, chunked: bool) -> None:
+        self.content_length = content_length
+        self.chunked = chunked
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+def request_framing(raw_headers: Sequence[tuple[bytes, bytes]]) -> RequestFraming:
+    """Refuse ambiguous framing: parsers are lenient, and an upstream may read it otherwise."""
+    lengths: list[bytes] = []
+    encodings: list[bytes] = []
+    for name, value in raw_headers:
+        lower = name.lower()
+        if lower == b"content-length":
+            lengths.append(value.strip())
+        elif lower == b"transfer-encoding":
+            encodings.append(value.strip().lower())
+    if lengths and encodings:
+        raise BadRequest("both Content-Length and Transfer-Encoding")
+    if encodings:
+        if encodings != [b"chunked"]:
+            raise BadRequest("unsupported Transfer-Encoding")
+        return RequestFraming(None, True)
+    if lengths:
+        if len(lengths) > 1 or not lengths[0].isdigit() or len(lengths[0]) > 18:
+            raise BadRequest("invalid Content-Length")
+        return RequestFraming(int(lengths[0]), False)
+    return RequestFraming(None, False)
+
+
+def is_trusted(address: str | None, trusted: Sequence[IPNetwork]) -> bool:
+    if not trusted or not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def upstream_request_headers(
+    raw_headers: Sequence[tuple[bytes, bytes]],
+    *,
+    client_ip: str | None,
+    scheme: str,
+    trusted_client: bool,
+) -> list[tuple[str, str]]:
+    """The headers the upstream receives, as text for the forwarding client.
+
+    Values must be UTF-8: the client library writes text back as UTF-8, so that
+    is the only way every byte arrives as the client sent it.
+    """
+    named = _connection_named(raw_headers)
+    out: list[tuple[str, str]] = []
+    forwarded_for: str | None = None
+    proto: str | None = None
+    host: str | None = None
+    forwarded_host: str | None = None
+    via: str | None = None
+    for name, value in raw_headers:
+        lower = name.lower()
+        if lower in _REFRAMED or _is_hop_by_hop(lower, named) and lower not in _FORWARDING:
+            continue
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"header {name.decode('latin-1')} is not valid UTF-8") from None
+        if lower in _FORWARDING:
+            if trusted_client:
+                if lower == b"x-forwarded-for":
+                    forwarded_for = text if forwarded_for is None else f"{forwarded_for}, {text}"
+                elif lower == b"x-forwarded-proto":
+                    proto = proto or text
+                elif lower == b"x-forwarded-host":
+                    forwarded_host = forwarded_host or text
+                else:
+                    out.append((name.decode("latin-1"), text))
+            continue
+        if lower == b"via":
+            via = text if via is None else f"{via}, {text}"
+            continue
+        if lower == b"host" and host is None:
+            host = text
+        out.append((name.decode("latin-1"), text))
+    if client_ip:
+        out.append(("X-Forwarded-For", f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip))
+    out.append(("X-Forwarded-Proto", proto or scheme))
+    if forwarded_host or host:
+        out.append(("X-Forwarded-Host", forwarded_host or host or ""))
+    out.append(("Via", f"{via}, {VIA.decode()}" if via else VIA.decode()))
+    return out
+
+
+def client_address(peer_ip: str | None, raw_headers: Sequence[tuple[bytes, bytes]], trusted: Sequence[IPNetwork]) -> str | None:
+    """The client's address: the peer, or through trusted proxies the last untrusted hop."""
+    if not is_trusted(peer_ip, trusted):
+        return peer_ip
+    hops: list[str] = []
+    for name, value in raw_headers:
+        if name.lower() == b"x-forwarded-for":
+            hops.extend(part.strip() for part in value.decode("latin-1").split(","))
+    for hop in reversed(hops):
+        if hop and not is_trusted(hop, trusted):
+            return hop
+    return hops[0] if hops and hops[0] else peer_ip
+
+
+def client_response_headers(raw_headers: Sequence[tuple[bytes, bytes]], status: int) -> Headers:
+    """The upstream's response headers minus hop-by-hop fields; every Set-Cookie kept."""
+    named = _connection_named(raw_headers)
+    chunked = any(name.lower() == b"transfer-encoding" for name, _ in raw_headers)
+    # No body may follow a 204 or 304, and uvicorn would wait for one if told its length.
+    drop_length = chunked or status in (204, 304) or status < 200
+    out: Headers = []
+    for name, value in raw_headers:
+        lower = name.lower()
+        if _is_hop_by_hop(lower, named) or (drop_length and lower == b"content-length"):
+            continue
+        out.append((name, value))
+    return out

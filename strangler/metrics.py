@@ -1,0 +1,104 @@
+"""Prometheus metrics: the contract's names, one registry per app instance.
+
+The only module that imports prometheus_client. Labelled children are cached
+per (route, upstream) so the hot path does no label lookups.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    CONTENT_TYPE_LATEST,
+)
+from prometheus_client import multiprocess
+
+DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        # In multiprocess mode a gauge says how the workers' values combine.
+        live_sum = {"multiprocess_mode": "livesum"}
+        live_max = {"multiprocess_mode": "livemax"}
+        self.requests = Counter("strangler_requests_total", "Requests answered, by route, upstream, method and status code.",
+                                ["route", "upstream", "method", "code"], registry=r)
+        self.duration = Histogram("strangler_request_duration_seconds", "Time from request to the end of the response.",
+                                  ["route", "upstream"], buckets=DURATION_BUCKETS_S, registry=r)
+        self.attempts = Counter("strangler_upstream_attempts_total", "Attempts sent to upstreams, by outcome.",
+                                ["route", "upstream", "outcome"], registry=r)
+        self.retries = Counter("strangler_retries_total", "Attempts after the first.", ["route", "upstream"], registry=r)
+        self.breaker_state = Gauge("strangler_circuit_breaker_state", "0 closed, 1 half-open, 2 open.",
+                                   ["route", "upstream"], registry=r, **live_max)
+        self.breaker_transitions = Counter("strangler_circuit_breaker_transitions_total", "Breaker state changes.",
+                                           ["route", "upstream", "to"], registry=r)
+        self.fallbacks = Counter("strangler_fallbacks_total", "Requests the fallback took, and why.",
+                                 ["route", "from_upstream", "to_upstream", "reason"], registry=r)
+        self.bulkhead_rejections = Counter("strangler_bulkhead_rejections_total", "Requests refused by a full bulkhead.",
+                                           ["upstream"], registry=r)
+        self.inflight = Gauge("strangler_inflight_requests", "Requests in flight to an upstream.", ["upstream"],
+                              registry=r, **live_sum)
+        self.split_percent = Gauge("strangler_split_percent", "The configured share of a route per upstream.",
+                                   ["route", "upstream"], registry=r, **live_max)
+        self.reloads = Counter("strangler_config_reloads_total", "Config loads by result.", ["result"], registry=r)
+        self.config_info = Gauge("strangler_config_info", "The loaded config's version (sha256).", ["version"],
+                                 registry=r, **live_max)
+        self.upstream_healthy = Gauge("strangler_upstream_healthy", "1 when the last active health check passed.",
+                                      ["upstream"], registry=r, **live_max)
+        self.proxy_errors = Counter("strangler_proxy_errors_total", "Answers made by the proxy itself, by reason.",
+                                    ["route", "upstream", "reason"], registry=r)
+        self._requests_cache: dict[tuple[str, str, str, int], Counter] = {}
+        self._pair_cache: dict[tuple[str, str], PairMetrics] = {}
+
+    def pair(self, route: str, upstream: str) -> "PairMetrics":
+        key = (route, upstream)
+        found = self._pair_cache.get(key)
+        if found is None:
+            found = self._pair_cache[key] = PairMetrics(self, route, upstream)
+        return found
+
+    def count_request(self, route: str, upstream: str, method: str, code: int) -> None:
+        key = (route, upstream, method, code)
+        child = self._requests_cache.get(key)
+        if child is None:
+            child = self._requests_cache[key] = self.requests.labels(route, upstream, method, str(code))
+        child.inc()
+
+    def render(self) -> tuple[bytes, str]:
+        directory = multiprocess_dir()
+        if directory:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=directory)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class PairMetrics:
+    """The children for one (route, upstream), bound once."""
+
+    __slots__ = ("duration", "retries", "attempt_outcomes", "_metrics", "_route", "_upstream")
+
+    def __init__(self, metrics: Metrics, route: str, upstream: str) -> None:
+        self._metrics = metrics
+        self._route = route
+        self._upstream = upstream
+        self.duration = metrics.duration.labels(route, upstream)
+        self.retries = metrics.retries.labels(route, upstream)
+        self.attempt_outcomes: dict[str, Counter] = {}
+
+    def attempt(self, outcome: str) -> None:
+        child = self.attempt_outcomes.get(outcome)
+        if child is None:
+            child = self.attempt_outcomes[outcome] = self._metrics.attempts.labels(self._route, self._upstream, outcome)
+        child.inc()

@@ -1,0 +1,41 @@
+"""Answers made by the proxy itself: application/problem+json (RFC 9457)."""
+
+from __future__ import annotations
+
+import json
+import math
+from email.utils import formatdate
+
+from .errors import ProxyError
+
+PROBLEM_TYPE_BASE = "https://strangler.dev/problems/"
+
+
+def problem_body(error: ProxyError) -> bytes:
+    return json.dumps({
+        "type": PROBLEM_TYPE_BASE + error.reason.flag.replace("_", "-"),
+        "title": error.reason.title,
+        "status": error.status,
+        "detail": error.detail,
+        "route": error.route,
+        "upstream": error.upstream,
+        "reason": error.reason.flag,
+    }).encode()
+
+
+def problem_headers(error: ProxyError, body: bytes, *, expose: bool) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"date", formatdate(usegmt=True).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    if error.retry_after_s is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(error.retry_after_s))).encode()))
+    if expose:
+        headers.append((b"x-strangler-route", (error.route or "").encode()))
+        headers.append((b"x-strangler-upstream", (error.upstream or "").encode()))
+    if error.status == 400:
+        # A request the proxy could not read safely: do not reuse the connection.
+        headers.append((b"connection", b"close"))
+    return headers

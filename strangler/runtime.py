@@ -1,0 +1,140 @@
+"""Runtime state for one loaded config, built aside and swapped whole on reload.
+
+State that must outlive a reload (breakers of unchanged (route, upstream)
+pairs, bulkheads, retry budgets, connection pools of unchanged upstreams) is
+carried over from the previous runtime; the config itself stays frozen.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .breaker import BreakerState, CircuitBreaker
+from .budget import RetryBudget
+from .bulkhead import Bulkhead
+from .config.model import Config, Route, Upstream
+from .forward import UpstreamClient
+from .metrics import Metrics, PairMetrics
+from .routing import RequestHead, RoutingTable
+from .split import SplitTable
+
+@dataclass(slots=True, eq=False)
+class HealthStatus:
+    healthy: bool | None = None          # None: not checked (yet), or no check configured
+    checked_at: float | None = None      # wall clock
+    detail: str = ""
+
+
+@dataclass(slots=True, eq=False)
+class UpstreamState:
+    upstream: Upstream
+    client: UpstreamClient
+    bulkhead: Bulkhead
+    budget: RetryBudget
+    health: HealthStatus = field(default_factory=HealthStatus)
+
+
+@dataclass(slots=True, eq=False)
+class RouteRuntime:
+    route: Route
+    split: SplitTable
+    breakers: dict[str, CircuitBreaker]
+    pairs: dict[str, PairMetrics]
+
+
+class Runtime:
+    """Everything a request needs, read through one reference per request."""
+
+    def __init__(self, config: Config, routes: dict[str, RouteRuntime], upstreams: dict[str, UpstreamState]) -> None:
+        self.config = config
+        self.routes = routes
+        self.upstreams = upstreams
+        self.table = RoutingTable(config.routes)
+        self._by_route = {route: routes[route.name] for route in config.routes}
+        self.loaded_at = time.time()
+
+    def match(self, request: RequestHead) -> RouteRuntime | None:
+        route = self.table.match(request)
+        return None if route is None else self._by_route[route]
+
+
+def _budget_ratio(config: Config, upstream: str) -> float:
+    # Routes may set different budgets for one upstream; the strictest protects it.
+    ratios = [route.retry.budget_ratio for route in config.routes if upstream in route.upstream_names]
+    return min(ratios) if ratios else 0.2
+
+
+def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = None) -> tuple[Runtime, list[UpstreamClient]]:
+    """A runtime for `config`, reusing what `previous` holds; returns the clients it retires."""
+    old_upstreams = previous.upstreams if previous else {}
+    upstreams: dict[str, UpstreamState] = {}
+    retired: list[UpstreamClient] = []
+    for upstream in config.upstreams:
+        old = old_upstreams.get(upstream.name)
+        ratio = _budget_ratio(config, upstream.name)
+        if old is None:
+            client = UpstreamClient(upstream)
+            state = UpstreamState(upstream, client, Bulkhead(upstream.max_concurrent), RetryBudget(ratio))
+        else:
+            client = old.client
+            if client.settings != UpstreamClient(upstream).settings:
+                retired.append(client)
+                client = UpstreamClient(upstream)
+            old.bulkhead.resize(upstream.max_concurrent)
+            old.budget.ratio = ratio
+            health = old.health if old.upstream.health == upstream.health else HealthStatus()
+            state = UpstreamState(upstream, client, old.bulkhead, old.budget, health)
+        upstreams[upstream.name] = state
+    retired.extend(old.client for name, old in old_upstreams.items() if name not in upstreams)
+
+    old_routes = previous.routes if previous else {}
+    routes: dict[str, RouteRuntime] = {}
+    for route in config.routes:
+        old_route = old_routes.get(route.name)
+        breakers: dict[str, CircuitBreaker] = {}
+        for name in route.upstream_names:
+            kept = old_route.breakers.get(name) if old_route else None
+            if kept is not None and kept.policy == route.breaker:
+                breakers[name] = kept
+            else:
+                breakers[name] = _new_breaker(route, name, metrics)
+            metrics.breaker_state.labels(route.name, name).set(int(breakers[name].state))
+        routes[route.name] = RouteRuntime(
+            route=route,
+            split=SplitTable(route.name, route.split),
+            breakers=breakers,
+            pairs={name: metrics.pair(route.name, name) for name in route.upstream_names},
+        )
+    _publish_config_gauges(config, metrics, previous)
+    return Runtime(config, routes, upstreams), retired
+
+
+def _new_breaker(route: Route, upstream: str, metrics: Metrics) -> CircuitBreaker:
+    gauge = metrics.breaker_state.labels(route.name, upstream)
+
+    def on_transition(old: BreakerState, new: BreakerState) -> None:
+        gauge.set(int(new))
+        metrics.breaker_transitions.labels(route.name, upstream, new.name.lower()).inc()
+
+    return CircuitBreaker(route.breaker, on_transition=on_transition, name=f"{route.name}/{upstream}")
+
+
+def _publish_config_gauges(config: Config, metrics: Metrics, previous: Runtime | None) -> None:
+    if previous is not None:
+        # Zero before removing: in multiprocess mode the last value stays in the worker's file.
+        _retire_child(metrics.config_info, previous.config.sha256)
+        current = {(route.name, name) for route in config.routes for name, _ in route.split}
+        for route in previous.config.routes:
+            for name, _ in route.split:
+                if (route.name, name) not in current:
+                    _retire_child(metrics.split_percent, route.name, name)
+    metrics.config_info.labels(config.sha256).set(1)
+    for route in config.routes:
+        for name, percent in route.split:
+            metrics.split_percent.labels(route.name, name).set(percent)
+
+
+def _retire_child(metric, *labels: str) -> None:
+    metric.labels(*labels).set(0)
+    metric.remove(*labels)

@@ -1,0 +1,105 @@
+"""Serving: the proxy and the admin listener in one process, with reload and graceful stop.
+
+The only module besides the command line that touches uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from .admin import create_admin_app
+from .app import ProxyApp
+from .config.loader import ConfigError
+from .reload import ConfigHolder
+
+log = logging.getLogger("strangler.server")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeOptions:
+    config_path: str
+    host: str
+    port: int
+    admin_host: str
+    admin_port: int
+    log_level: str = "info"
+    graceful_timeout_s: float = 30.0
+    watch: bool = True
+
+
+class _AdminServer(uvicorn.Server):
+    # The proxy server owns SIGINT/SIGTERM; the admin listener stops after it.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def proxy_uvicorn_config(app: object, host: str, port: int, log_level: str, graceful_timeout_s: float,
+                         **extra: object) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, host=host, port=port, log_level=log_level,
+        http="httptools", loop="uvloop", lifespan="on",
+        # The upstream's Date and Server go out as they are; uvicorn's would duplicate them.
+        server_header=False, date_header=False,
+        # X-Forwarded-* are the proxy's business (trusted_proxies), never uvicorn's.
+        proxy_headers=False, forwarded_allow_ips="",
+        access_log=False, timeout_graceful_shutdown=graceful_timeout_s, backlog=2048,
+        timeout_keep_alive=15,
+        **extra,
+    )
+
+
+async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
+    app = ProxyApp(holder)
+    proxy = uvicorn.Server(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
+                                                options.graceful_timeout_s))
+    admin = _AdminServer(uvicorn.Config(create_admin_app(holder), host=options.admin_host, port=options.admin_port,
+                                        log_level=options.log_level, lifespan="off", access_log=False,
+                                        server_header=False))
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, _reload_quietly, holder)
+    watcher = asyncio.create_task(holder.watch()) if options.watch else None
+    admin_task = asyncio.create_task(admin.serve())
+    runtime = holder.runtime
+    log.info("strangler.started listen=http://%s:%d admin=http://%s:%d config=%s version=%s",
+             options.host, options.port, options.admin_host, options.admin_port, options.config_path,
+             runtime.config.sha256 if runtime else None)
+    try:
+        await proxy.serve()
+    finally:
+        admin.should_exit = True
+        if watcher is not None:
+            watcher.cancel()
+        await asyncio.gather(admin_task, return_exceptions=True)
+        loop.remove_signal_handler(signal.SIGHUP)
+        log.info("strangler.stopped")
+
+
+def _reload_quietly(holder: ConfigHolder) -> None:
+    with contextlib.suppress(ConfigError):
+        holder.reload()
+
+
+def run_forever(options: ServeOptions, holder: ConfigHolder) -> None:
+    try:
+        import uvloop
+        factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        factory = None
+    signal.signal(signal.SIGTERM, _stop_requested)
+    signal.signal(signal.SIGINT, _stop_requested)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(options, holder))
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    # uvicorn re-raises the stop signal once it has drained; landing here makes
+    # that a clean exit 0 instead of death by the default handler.
+    log.info("strangler.signal signal=%s", signal.Signals(signum).name)
