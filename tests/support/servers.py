@@ -1,0 +1,150 @@
+"""Start real servers on loopback with free ports, and stop every one of them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, interval_s: float = 0.02, what: str = "condition") -> None:
+    """Poll `condition` until it holds; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+class ThreadedServer:
+    """An ASGI app served by a real uvicorn in a background thread with its own event loop."""
+
+    def __init__(self, app: Any, *, http: str = "httptools", **config: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+            http=http, loop="asyncio", access_log=False, **config,
+        ))
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve())
+
+    def start(self) -> "ThreadedServer":
+        self._thread.start()
+        wait_until(lambda: self.server.started, what=f"upstream on {self.port}")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> "ThreadedServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ProxyProcess:
+    """`strangler run` as a child process, as users start it."""
+
+    def __init__(self, config_path: Path, *extra_args: str, env: dict[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        self.log_path = config_path.with_suffix(".log")
+        self.args = [sys.executable, "-m", "strangler", "run", "--config", str(config_path),
+                     "--port", str(self.port), "--admin-port", str(self.admin_port), *extra_args]
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 20.0) -> "ProxyProcess":
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.args, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=self.env, start_new_session=True)
+        wait_until(self._ready, timeout_s=timeout_s, what=f"proxy ready (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"proxy exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return httpx.get(self.admin_url + "/health/ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def terminate(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM, then wait; kill (and fail loudly) if it does not stop."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        self._log.close()
+        return self.process.returncode
+
+    def __enter__(self) -> "ProxyProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+
+class Recorder:
+    """What an upstream test app received, request by request."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def add(self, **request: Any) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.requests)
