@@ -24,6 +24,12 @@ def cookie_value(request: RequestHead, name: str) -> str | None:
     return None
 
 
+def cohort_of(request: RequestHead) -> str | None:
+    """The client's cohort id, if it sent a well-formed one."""
+    cohort = cookie_value(request, COHORT_COOKIE)
+    return cohort if cohort is not None and _COHORT_ID.fullmatch(cohort) else None
+
+
 class StickyKey:
     """The key of one request, and whether the proxy must issue a cohort cookie."""
 
@@ -37,8 +43,8 @@ class StickyKey:
 def sticky_key(sticky: Sticky, request: RequestHead, client_ip: str | None) -> StickyKey:
     kind = sticky.kind
     if kind == "cohort":
-        cohort = cookie_value(request, COHORT_COOKIE)
-        if cohort is not None and _COHORT_ID.fullmatch(cohort):
+        cohort = cohort_of(request)
+        if cohort is not None:
             return StickyKey(cohort)
         # A new client: its cohort id is the key from this very request on.
         cohort = secrets.token_hex(16)

@@ -1,0 +1,108 @@
+"""`strangler explain`: which route and upstream would take a request, and why."""
+
+from __future__ import annotations
+
+import sys
+from urllib.parse import urlsplit
+
+from .config.loader import ConfigError, load_config
+from .config.model import COHORT_COOKIE, Config, Route
+from .errors import ProxyError
+from .paths import covers, normalize_path, strip_prefix
+from .routing import RequestHead, route_matches
+from .split import BUCKETS, SplitTable, bucket_of
+from .sticky import cohort_of, cookie_value
+
+
+def explain_request(path: str, method: str, url: str, header_args: list[str], out=sys.stdout) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    headers: list[tuple[bytes, bytes]] = []
+    for item in header_args:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            print(f"strangler explain: header {item!r} is not 'Name: value'", file=sys.stderr)
+            return 2
+        headers.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
+    parts = urlsplit(url if "://" in url else "http://" + (url if not url.startswith("/") else "localhost" + url))
+    if parts.hostname and not any(name == b"host" for name, _ in headers) and "://" in url:
+        headers.append((b"host", parts.netloc.encode("latin-1")))
+    raw_path = (parts.path or "/").encode("latin-1")
+    say = lambda line="": print(line, file=out)  # noqa: E731
+    try:
+        normalized = normalize_path(raw_path)
+    except ProxyError as error:
+        say(f"{method.upper()} {parts.path}: 400 Bad Request ({error.detail})")
+        return 1
+    head = RequestHead(method.upper(), normalized, headers)
+    say(f"request: {head.method} {normalized}" + (f"?{parts.query}" if parts.query else "")
+        + (f"  (normalized from {parts.path})" if normalized != parts.path else ""))
+    for index, route in enumerate(config.routes):
+        if route_matches(route, head):
+            _explain_route(say, config, index, route, head)
+            return 0
+        say(f"  routes[{index}] {route.name}: no ({_why_not(route, head)})")
+    say("no route matches: the proxy answers 404")
+    return 1
+
+
+def _why_not(route: Route, head: RequestHead) -> str:
+    match = route.match
+    if not covers(match.path, head.path):
+        return f"path is not under {match.path}"
+    if match.methods is not None and head.method not in match.methods:
+        return f"method {head.method} not in {', '.join(sorted(match.methods))}"
+    if match.host is not None and head.host != match.host:
+        return f"host {head.host!r} is not {match.host!r}"
+    for name, value in match.headers:
+        if head.header(name) != value:
+            return f"header {name} is {head.header(name)!r}, not {value!r}"
+    return "?"
+
+
+def _explain_route(say, config: Config, index: int, route: Route, head: RequestHead) -> None:
+    say(f"route: {route.name} (routes[{index}], {config.source}:{route.line}): path under {route.match.path}"
+        + (f", method in {', '.join(sorted(route.match.methods))}" if route.match.methods else "")
+        + (f", host {route.match.host}" if route.match.host else "")
+        + "".join(f", {name}: {value}" for name, value in route.match.headers))
+    forwarded = strip_prefix(head.path, route.match.path) if route.strip_prefix else head.path
+    say(f"forwarded path: {forwarded}")
+    table = SplitTable(route.name, route.split)
+    start = 0
+    ranges = []
+    for name, bound in zip(table.upstreams, table.bounds):
+        percent = dict(route.split)[name]
+        ranges.append(f"{name} {percent:g}% (buckets {start}-{bound - 1})")
+        start = bound
+    say("split: " + ", ".join(ranges) + f" of {BUCKETS}")
+    if not table.is_split:
+        say(f"upstream: {table.upstreams[0]} (the only one with a share)")
+    else:
+        sticky = route.sticky
+        key, source = _key(sticky.kind, sticky.name, head)
+        if key is None:
+            extra = " (a new strangler_cohort cookie would be issued, and its id is the key from then on)" \
+                if sticky.kind == "cohort" else ""
+            say(f"sticky: {sticky.describe()}: no key in this request -> placed by weight at random{extra}")
+        else:
+            bucket = bucket_of(route.name, key)
+            say(f"sticky: {sticky.describe()} = {key!r} ({source}) -> bucket {bucket} -> {table.owner(bucket)}")
+    say("upstreams: " + ", ".join(f"{u.name}={u.url}" for u in config.upstreams if u.name in route.upstream_names))
+    if route.fallback:
+        say(f"fallback: {route.fallback}, when the chosen upstream's breaker is open or its bulkhead is full, or it "
+            "failed and the request can be replayed")
+
+
+def _key(kind: str, name: str | None, head: RequestHead) -> tuple[str | None, str]:
+    if kind == "cohort":
+        return cohort_of(head), f"cookie {COHORT_COOKIE}"
+    if kind == "cookie":
+        return cookie_value(head, name or ""), f"cookie {name}"
+    if kind == "header":
+        return head.header((name or "").lower()), f"header {name}"
+    if kind == "client-ip":
+        return None, "client address (not known offline)"
+    return None, "none"
