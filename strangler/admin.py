@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -65,7 +66,8 @@ def routes_document(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def create_admin_app(holder: ConfigHolder) -> Starlette:
+def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None = None) -> Starlette:
+    """`on_reload` runs after a successful POST /reload (with workers: pass it on to them)."""
     async def metrics(request: Request) -> Response:
         body, content_type = holder.metrics.render()
         return Response(body, media_type=content_type)
@@ -94,6 +96,8 @@ def create_admin_app(holder: ConfigHolder) -> Starlette:
             return JSONResponse({"status": "rejected", "errors": [str(p) for p in error.problems],
                                  "version": holder.runtime.config.sha256 if holder.runtime else None},
                                 status_code=422)
+        if on_reload is not None:
+            on_reload()
         return JSONResponse({"status": "reloaded", "version": runtime.config.sha256,
                              "loaded_at": _iso(runtime.loaded_at)})
 

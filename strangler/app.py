@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 from typing import Any
 
+from .config.loader import ConfigError
 from .errors import ClientDisconnected, ProxyError, Reason
 from .exchange import Exchange, request_id_of
+from .health import check_upstreams_forever
 from .pipeline import ResponseAborted, handle
 from .problem import problem_body, problem_headers
 from .reload import ConfigHolder
@@ -14,11 +19,17 @@ from .reload import ConfigHolder
 log = logging.getLogger("strangler.proxy")
 
 
+RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
+
+
 class ProxyApp:
-    def __init__(self, holder: ConfigHolder) -> None:
+    def __init__(self, holder: ConfigHolder, *, watch: bool = True, health_checks: bool = True) -> None:
         self.holder = holder
         self.metrics = holder.metrics
         self.active_requests = 0
+        self._watch = watch
+        self._health_checks = health_checks
+        self._background: list[asyncio.Task[None]] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -77,8 +88,35 @@ class ProxyApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._start_background()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self._stop_background()
                 await self.holder.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _start_background(self) -> None:
+        """Reload on file change and on SIGHUP/SIGUSR1; probe upstream health."""
+        loop = asyncio.get_running_loop()
+        if self._watch:
+            self._background.append(loop.create_task(self.holder.watch()))
+        if self._health_checks:
+            self._background.append(loop.create_task(check_upstreams_forever(self.holder)))
+        for sig in RELOAD_SIGNALS:
+            with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+                loop.add_signal_handler(sig, self._reload_quietly)
+
+    def _reload_quietly(self) -> None:
+        with contextlib.suppress(ConfigError):
+            self.holder.reload()
+
+    async def _stop_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in RELOAD_SIGNALS:
+            with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+                loop.remove_signal_handler(sig)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background.clear()

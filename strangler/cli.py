@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from .config.loader import ConfigError, load_config
 from .config.model import Config
-from .metrics import Metrics
-from .reload import ConfigHolder
+from .logs import configure_logging
 
 DEFAULT_CONFIG = "config/routes.yaml"
 
@@ -87,10 +85,12 @@ def routing_table(config: Config) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args.log_level)
     config = _load_or_report(args.config)
     if config is None:
         return 1
+    if args.workers > 1:
+        _prepare_multiprocess_metrics()
     from .server import ServeOptions, run_forever
 
     options = ServeOptions(
@@ -107,7 +107,19 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         from .workers import run_workers
         return run_workers(options, args.workers)
+    from .metrics import Metrics
+    from .reload import ConfigHolder
+
     holder = ConfigHolder(args.config, Metrics())
     holder.reload()
     run_forever(options, holder)
     return 0
+
+
+def _prepare_multiprocess_metrics() -> None:
+    # Must happen before prometheus_client is imported, so that parent and workers share the directory.
+    import os
+    import tempfile
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="strangler-metrics-")

@@ -124,6 +124,17 @@ class UpstreamClient:
         self.in_flight += 1
         return UpstreamResponse(response, self, reusable)
 
+    async def probe(self, path: str, timeout_s: float) -> tuple[bool, str]:
+        """An active health check: GET `path`, healthy on a 2xx answer."""
+        session = self._session or self._open()
+        try:
+            async with session.get(URL(self._origin + path, encoded=True), allow_redirects=False,
+                                   timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                await response.read()
+                return 200 <= response.status < 300, f"HTTP {response.status}"
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            return False, translate(exc, upstream=self.upstream.name).detail
+
     async def close(self) -> None:
         if self._session is not None:
             session, self._session = self._session, None

@@ -22,9 +22,11 @@ RETIRED_CLIENT_GRACE_S = 120.0
 class ConfigHolder:
     """Owns the reference every request reads once; a reload builds aside and swaps it."""
 
-    def __init__(self, path: str, metrics: Metrics) -> None:
+    def __init__(self, path: str, metrics: Metrics, *, count_reloads: bool = True) -> None:
         self.path = path
         self.metrics = metrics
+        # With several workers the parent counts reloads once for all of them.
+        self.count_reloads = count_reloads
         self.runtime: Runtime | None = None
         self.last_error: ConfigError | None = None
         self._retiring: set[asyncio.Task[None]] = set()
@@ -35,7 +37,8 @@ class ConfigHolder:
             config = load_config(self.path)
         except ConfigError as error:
             self.last_error = error
-            self.metrics.reloads.labels("failure").inc()
+            if self.count_reloads:
+                self.metrics.reloads.labels("failure").inc()
             kept = f" keeping={self.runtime.config.sha256[:12]}" if self.runtime else ""
             log.error("config.rejected file=%s problems=%d%s\n%s", self.path, len(error.problems), kept, error)
             raise
@@ -44,7 +47,8 @@ class ConfigHolder:
         runtime, retired = build_runtime(config, self.metrics, self.runtime)
         previous, self.runtime = self.runtime, runtime
         self.last_error = None
-        self.metrics.reloads.labels("success").inc()
+        if self.count_reloads:
+            self.metrics.reloads.labels("success").inc()
         log.info("config.loaded file=%s version=%s routes=%d%s", self.path, config.sha256[:12], len(config.routes),
                  f" previous={previous.config.sha256[:12]}" if previous else "")
         for client in retired:

@@ -16,7 +16,6 @@ import uvicorn
 
 from .admin import create_admin_app
 from .app import ProxyApp
-from .config.loader import ConfigError
 from .reload import ConfigHolder
 
 log = logging.getLogger("strangler.server")
@@ -57,15 +56,12 @@ def proxy_uvicorn_config(app: object, host: str, port: int, log_level: str, grac
 
 
 async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
-    app = ProxyApp(holder)
+    app = ProxyApp(holder, watch=options.watch)
     proxy = uvicorn.Server(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
                                                 options.graceful_timeout_s))
     admin = _AdminServer(uvicorn.Config(create_admin_app(holder), host=options.admin_host, port=options.admin_port,
                                         log_level=options.log_level, lifespan="off", access_log=False,
                                         server_header=False))
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGHUP, _reload_quietly, holder)
-    watcher = asyncio.create_task(holder.watch()) if options.watch else None
     admin_task = asyncio.create_task(admin.serve())
     runtime = holder.runtime
     log.info("strangler.started listen=http://%s:%d admin=http://%s:%d config=%s version=%s",
@@ -75,16 +71,8 @@ async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
         await proxy.serve()
     finally:
         admin.should_exit = True
-        if watcher is not None:
-            watcher.cancel()
         await asyncio.gather(admin_task, return_exceptions=True)
-        loop.remove_signal_handler(signal.SIGHUP)
         log.info("strangler.stopped")
-
-
-def _reload_quietly(holder: ConfigHolder) -> None:
-    with contextlib.suppress(ConfigError):
-        holder.reload()
 
 
 def run_forever(options: ServeOptions, holder: ConfigHolder) -> None:

@@ -1,0 +1,23 @@
+"""Logging set-up: one line per event, `event key=value`, the same in every worker."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+LEVEL_ENV = "STRANGLER_LOG_LEVEL"
+
+
+class _AbortedResponseFilter(logging.Filter):
+    """uvicorn logs a traceback for an app that aborts a response on purpose; ours says why in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and type(exc).__name__ == "ResponseAborted")
+
+
+def configure_logging(level: str | None = None) -> None:
+    level = (level or os.environ.get(LEVEL_ENV) or "info").upper()
+    os.environ[LEVEL_ENV] = level        # spawned workers inherit it
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
+    logging.getLogger("uvicorn.error").addFilter(_AbortedResponseFilter())
