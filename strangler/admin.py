@@ -37,7 +37,11 @@ def upstream_health(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def routes_document(runtime: Runtime) -> dict[str, Any]:
+_STATE_NAMES = {0: "closed", 1: "half_open", 2: "open"}
+
+
+def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int] | None = None) -> dict[str, Any]:
+    """The live routing table; with workers, breaker states are the worst seen across them."""
     config = runtime.config
     routes = []
     for route_rt in runtime.routes.values():
@@ -55,7 +59,11 @@ def routes_document(runtime: Runtime) -> dict[str, Any]:
             "fallback": route.fallback,
             "sticky": route.sticky.describe(),
             "strip_prefix": route.strip_prefix,
-            "breakers": {name: breaker.snapshot() for name, breaker in route_rt.breakers.items()},
+            "breakers": {
+                name: breaker.snapshot() if worker_breakers is None
+                else {"state": _STATE_NAMES[worker_breakers.get((route.name, name), 0)], "across_workers": True}
+                for name, breaker in route_rt.breakers.items()
+            },
         })
     return {
         "version": config.sha256,
@@ -66,8 +74,9 @@ def routes_document(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None = None) -> Starlette:
-    """`on_reload` runs after a successful POST /reload (with workers: pass it on to them)."""
+def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None = None,
+                     workers: bool = False) -> Starlette:
+    """With `workers`, live state comes from the workers' metrics and `on_reload` passes reloads on to them."""
     async def metrics(request: Request) -> Response:
         body, content_type = holder.metrics.render()
         return Response(body, media_type=content_type)
@@ -87,7 +96,8 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
         runtime = holder.runtime
         if runtime is None:
             return JSONResponse({"error": "no config loaded"}, status_code=503)
-        return JSONResponse(routes_document(runtime))
+        worker_breakers = holder.metrics.breaker_states_across_workers() if workers else None
+        return JSONResponse(routes_document(runtime, worker_breakers))
 
     async def reload(request: Request) -> Response:
         try:

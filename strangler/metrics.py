@@ -84,6 +84,23 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+    def breaker_states_across_workers(self) -> dict[tuple[str, str], int]:
+        """With several workers, each keeps its own breakers: the worst state per (route, upstream)."""
+        directory = multiprocess_dir()
+        if not directory:
+            return {}
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        states: dict[tuple[str, str], int] = {}
+        for family in registry.collect():
+            if family.name != "strangler_circuit_breaker_state":
+                continue
+            for sample in family.samples:
+                key = (sample.labels["route"], sample.labels["upstream"])
+                states[key] = max(states.get(key, 0), int(sample.value))
+        return states
+
+
 class PairMetrics:
     """The children for one (route, upstream), bound once."""
 

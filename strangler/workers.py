@@ -91,7 +91,7 @@ class _AdminThread:
     """The admin listener and upstream health checks, on their own event loop in the parent."""
 
     def __init__(self, options: ServeOptions, holder: ConfigHolder, on_reload) -> None:
-        app = create_admin_app(holder, on_reload=on_reload)
+        app = create_admin_app(holder, on_reload=on_reload, workers=True)
         self.holder = holder
         self.server = uvicorn.Server(uvicorn.Config(app, host=options.admin_host, port=options.admin_port,
                                                     log_level=options.log_level, lifespan="off",
