@@ -1,0 +1,1 @@
+"""Services extracted from the legacy monolith, one bounded context and one database each."""

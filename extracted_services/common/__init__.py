@@ -1,0 +1,1 @@
+"""Plumbing the extracted services share: SQLite, health, JSON errors, the command line."""

@@ -1,0 +1,1 @@
+"""The inventory service: products and stock reservations, moved out of the monolith first."""

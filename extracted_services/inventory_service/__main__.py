@@ -1,0 +1,9 @@
+"""`python -m extracted_services.inventory_service migrate|import-from-legacy|runserver --port P`."""
+
+import sys
+
+from extracted_services.common.cli import main
+from extracted_services.inventory_service.service import SERVICE
+
+if __name__ == "__main__":
+    sys.exit(main(SERVICE))

@@ -1,0 +1,9 @@
+from starlette.routing import Route
+
+from extracted_services.inventory_service import views
+
+urlpatterns = [
+    Route("/api/inventory/", views.product_list, name="product-list"),
+    Route("/api/inventory/{sku}/", views.product_detail, name="product-detail"),
+    Route("/api/inventory/{sku}/reserve/", views.reserve, methods=["POST"], name="reserve"),
+]

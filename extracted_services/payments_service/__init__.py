@@ -1,0 +1,1 @@
+"""The payments service: payment records, readable now; taking payments moves here later."""

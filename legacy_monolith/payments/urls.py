@@ -1,0 +1,14 @@
+from starlette.routing import Route
+
+from legacy_monolith.payments import views
+
+app_name = "payments"
+
+urlpatterns = [
+    Route("/", views.payment_list, name="payment-list"),
+]
+
+api_urlpatterns = [
+    Route("/", views.api_payment_list, name="api-payment-list"),
+    Route("/{payment_id:int}/", views.api_payment_detail, name="api-payment-detail"),
+]

@@ -1,0 +1,22 @@
+"""Shipment tracking pages (HTML only; shipping has not been extracted yet)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from legacy_monolith.shipping import models
+from legacy_monolith.shortcuts import ApiError, database, render
+
+
+def shipment_list(request: Request) -> Response:
+    shipments = models.list_shipments(database(request))
+    return render(request, "shipping/shipment_list.html", {"shipments": shipments}, title="Shipments")
+
+
+def shipment_detail(request: Request) -> Response:
+    try:
+        shipment = models.get_shipment(database(request), request.path_params["shipment_id"])
+    except models.UnknownShipment as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    return render(request, "shipping/shipment_detail.html", {"shipment": shipment}, title=f"Shipment {shipment['id']}")
