@@ -1,0 +1,176 @@
+"""Path normalization: the router matches, and the upstream receives, one and the same path."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from strangler.errors import BadPath
+from strangler.paths import covers, normalize_path, strip_prefix
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"/", "/"),
+    (b"/api/orders/7", "/api/orders/7"),
+    (b"/a/./b", "/a/b"),
+    (b"/a/b/.", "/a/b/"),
+    (b"/a/b/../c", "/a/c"),
+    (b"/a/b/..", "/a/"),
+    (b"/a/b/c/../../d", "/a/d"),
+    (b"/./a", "/a"),
+    (b"/a/..", "/"),
+])
+def test_dot_segments_are_resolved(raw: bytes, expected: str) -> None:
+    assert normalize_path(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"//a", "/a"),
+    (b"/a//b", "/a/b"),
+    (b"/a///b//", "/a/b/"),
+    (b"//", "/"),
+    (b"/a/.//./b", "/a/b"),
+])
+def test_repeated_slashes_collapse(raw: bytes, expected: str) -> None:
+    assert normalize_path(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"/a/%2e%2e/b", "/b"),
+    (b"/a/b/%2E%2E/c", "/a/c"),
+    (b"/a/%2e/b", "/a/b"),
+    (b"/a/%2E/b", "/a/b"),
+    (b"/a/.%2e/b", "/b"),
+    (b"/a/%2e./b", "/b"),
+])
+def test_percent_encoded_dot_segments_are_resolved(raw: bytes, expected: str) -> None:
+    assert normalize_path(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"/%7Euser", "/~user"),
+    (b"/%41%62%63", "/Abc"),
+    (b"/a%2Db%5Fc%2ed", "/a-b_c.d"),
+    (b"/%30%39", "/09"),
+])
+def test_encoded_unreserved_characters_are_decoded(raw: bytes, expected: str) -> None:
+    assert normalize_path(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (b"/a%20b", "/a%20b"),          # reserved/other bytes stay encoded
+    (b"/a%3fb", "/a%3Fb"),          # hex is upper-cased, the byte stays encoded
+    (b"/%25", "/%25"),
+    (b"/caf%C3%A9", "/caf%C3%A9"),
+    (b"/a b", "/a%20b"),            # bytes browsers encode anyway are encoded, not rejected
+])
+def test_other_escapes_stay_encoded(raw: bytes, expected: str) -> None:
+    assert normalize_path(raw) == expected
+
+
+@pytest.mark.parametrize("raw", [
+    b"/a%2Fb", b"/a%2fb",           # encoded slash
+    b"/a%5Cb", b"/a%5cb",           # encoded backslash
+    b"/a\\b", b"/..\\admin",        # literal backslash
+    b"/a%00b",                      # encoded NUL
+    b"/a%0d%0aSet-Cookie:x",        # encoded CR LF
+    b"/a%7Fb",                      # encoded DEL
+    b"/a\x00b", b"/a\x01b", b"/a\tb", b"/a\x7fb",   # literal control bytes
+    b"/a%", b"/a%2", b"/a%zz", b"/a%2g", b"/%%41",  # broken escapes
+])
+def test_unsafe_paths_are_rejected(raw: bytes) -> None:
+    with pytest.raises(BadPath):
+        normalize_path(raw)
+
+
+@pytest.mark.parametrize("raw", [
+    b"/..", b"/../etc/passwd", b"/a/../..", b"/a/../../b",
+    b"/%2e%2e/admin", b"/a/%2e%2e/%2e%2e/b", b"/a/%2E%2E/%2E%2E",
+])
+def test_dot_dot_above_root_is_rejected(raw: bytes) -> None:
+    with pytest.raises(BadPath):
+        normalize_path(raw)
+
+
+@pytest.mark.parametrize("raw", [b"http://evil.example/x", b"evil.example/x", b"*", b"a/b"])
+def test_target_that_is_not_an_origin_form_path_is_rejected(raw: bytes) -> None:
+    with pytest.raises(BadPath):
+        normalize_path(raw)
+
+
+def test_dot_dot_leaving_a_route_prefix_cannot_match_that_route() -> None:
+    path = normalize_path(b"/api/orders/../admin")
+    assert path == "/api/admin"
+    assert not covers("/api/orders", path)
+    assert normalize_path(b"/api/orders/%2e%2e/admin") == "/api/admin"
+
+
+@pytest.mark.parametrize(("prefix", "path", "expected"), [
+    ("/api/orders", "/api/orders", True),
+    ("/api/orders", "/api/orders/", True),
+    ("/api/orders", "/api/orders/7", True),
+    ("/api/orders", "/api/orders/7/items", True),
+    ("/api/orders", "/api/ordersx", False),
+    ("/api/orders", "/api/order", False),
+    ("/api/orders", "/api", False),
+    ("/api/orders", "/API/orders", False),
+    ("/", "/", True),
+    ("/", "/anything/at/all", True),
+])
+def test_covers_matches_on_segment_boundaries(prefix: str, path: str, expected: bool) -> None:
+    assert covers(prefix, path) is expected
+
+
+@pytest.mark.parametrize(("path", "prefix", "expected"), [
+    ("/api/orders/7", "/api/orders", "/7"),
+    ("/api/orders/7/items", "/api/orders", "/7/items"),
+    ("/api/orders", "/api/orders", "/"),
+    ("/api/orders/", "/api/orders", "/"),
+    ("/x/y", "/", "/x/y"),
+])
+def test_strip_prefix(path: str, prefix: str, expected: str) -> None:
+    assert strip_prefix(path, prefix) == expected
+
+
+# Paths built from the pieces that make normalization interesting.
+_pieces = st.sampled_from([
+    "/", "//", ".", "..", "/./", "/../", "%2e", "%2E", "%2e%2e", "%2E%2e", "a", "b", "~", "-", "_",
+    "%7E", "%41", "%7e", "%20", " ", "%3F", "%3f", "%25", "%C3%A9", "!", "$", "&", "'", "(", ")",
+    "*", "+", ",", ";", "=", ":", "@", "%40", "x.y",
+])
+_raw_paths = st.lists(_pieces, max_size=20).map(lambda parts: ("/" + "".join(parts)).encode())
+
+
+def _normalized_or_none(raw: bytes) -> str | None:
+    try:
+        return normalize_path(raw)
+    except BadPath:
+        return None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_raw_paths)
+def test_normalize_path_is_idempotent_and_leaves_no_dot_or_empty_segments(raw: bytes) -> None:
+    once = _normalized_or_none(raw)
+    if once is None:
+        return
+    assert once.startswith("/")
+    assert normalize_path(once.encode("ascii")) == once
+    for bad in ("//", "/./", "/../"):
+        assert bad not in once
+    assert not once.endswith(("/.", "/.."))
+    assert "%2e" not in once.lower()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40))
+def test_normalize_path_either_rejects_or_returns_a_clean_path(tail: bytes) -> None:
+    once = _normalized_or_none(b"/" + tail)
+    if once is None:
+        return
+    assert once.startswith("/")
+    assert once.isascii() and once.isprintable() and "\\" not in once
+    assert normalize_path(once.encode("ascii")) == once
+    for bad in ("//", "/./", "/../", "?", "#"):
+        assert bad not in once
