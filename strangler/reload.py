@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from .config.loader import ConfigError, load_config
 from .forward import UpstreamClient
@@ -30,6 +31,13 @@ class ConfigHolder:
         self.runtime: Runtime | None = None
         self.last_error: ConfigError | None = None
         self._retiring: set[asyncio.Task[None]] = set()
+        self._subscribers: list[Callable[[Runtime], None]] = []
+
+    def subscribe(self, callback: Callable[[Runtime], None]) -> None:
+        """Call `callback` with every runtime swapped in (and the current one now)."""
+        self._subscribers.append(callback)
+        if self.runtime is not None:
+            callback(self.runtime)
 
     def reload(self) -> Runtime:
         """Load the file and swap it in; on any problem keep the running config and raise ConfigError."""
@@ -53,6 +61,8 @@ class ConfigHolder:
                  f" previous={previous.config.sha256[:12]}" if previous else "")
         for client in retired:
             self._retire(client)
+        for callback in self._subscribers:
+            callback(runtime)
         return runtime
 
     def _retire(self, client: UpstreamClient) -> None:

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import uvicorn
 
 from .admin import create_admin_app
+from . import protocol
 from .app import ProxyApp
+from .protocol import LimitedHttpToolsProtocol
 from .reload import ConfigHolder
 
 log = logging.getLogger("strangler.server")
@@ -44,7 +46,7 @@ def proxy_uvicorn_config(app: object, host: str, port: int, log_level: str, grac
                          **extra: object) -> uvicorn.Config:
     return uvicorn.Config(
         app, host=host, port=port, log_level=log_level,
-        http="httptools", loop="uvloop", lifespan="on",
+        http=LimitedHttpToolsProtocol, loop="uvloop", lifespan="on",
         # The upstream's Date and Server go out as they are; uvicorn's would duplicate them.
         server_header=False, date_header=False,
         # X-Forwarded-* are the proxy's business (trusted_proxies), never uvicorn's.
@@ -56,6 +58,7 @@ def proxy_uvicorn_config(app: object, host: str, port: int, log_level: str, grac
 
 
 async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
+    holder.subscribe(apply_listener_limits)
     app = ProxyApp(holder, watch=options.watch)
     proxy = uvicorn.Server(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
                                                 options.graceful_timeout_s))
@@ -85,6 +88,10 @@ def run_forever(options: ServeOptions, holder: ConfigHolder) -> None:
     signal.signal(signal.SIGINT, _stop_requested)
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(options, holder))
+
+
+def apply_listener_limits(runtime) -> None:
+    protocol.current_limits = runtime.config.limits
 
 
 def _stop_requested(signum: int, frame: object) -> None:

@@ -1,0 +1,118 @@
+"""uvicorn's httptools protocol with the limits uvicorn lacks: header deadline, header and URL size.
+
+Without these a client can hold a connection open by trickling headers
+(slowloris) or send unbounded headers. Refusals are made while parsing, before
+the request reaches the app, and close the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .config.model import Limits
+from .errors import ProxyError, Reason
+from .problem import problem_body, problem_headers
+
+# The listener's limits, replaced on every reload (set by the config holder).
+current_limits = Limits()
+
+
+
+class _Refused(Exception):
+    def __init__(self, error: ProxyError) -> None:
+        self.error = error
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+        self._header_count = 0
+        self._url_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrades (h2c, websocket) are not forwarded; the app refuses what reaches it.
+            pass
+        except httptools.HttpParserError as error:
+            refused = error.__context__ if isinstance(error.__context__, _Refused) else None
+            if refused is None:
+                self._refuse(ProxyError("malformed HTTP request", reason=Reason.BAD_REQUEST))
+            else:
+                self._refuse(refused.error)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = self._header_count = self._url_bytes = 0
+        if self._header_deadline is None:
+            self._arm_header_deadline()
+
+    def on_url(self, url: bytes) -> None:
+        if self._url_bytes == 0 and not url.startswith(b"/"):
+            # Absolute-form or authority-form: a proxy for one site must never let the
+            # request line pick the upstream host.
+            raise _Refused(ProxyError("request target must be a path starting with '/'", reason=Reason.BAD_REQUEST))
+        self._url_bytes += len(url)
+        if self._url_bytes > current_limits.max_url_bytes:
+            raise _Refused(ProxyError(f"request target over {current_limits.max_url_bytes} bytes",
+                                      reason=Reason.URI_TOO_LONG))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value) + 4
+        limits = current_limits
+        if self._header_count > limits.max_header_count or self._header_bytes > limits.max_header_bytes:
+            raise _Refused(ProxyError("request header fields over the limit", reason=Reason.HEADERS_TOO_LARGE))
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_deadline()
+        super().on_headers_complete()
+
+    def _arm_header_deadline(self) -> None:
+        self._header_deadline = self.loop.call_later(current_limits.header_timeout_s, self._headers_too_slow)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a request is being served; its headers were complete
+        if self._header_count == 0 and self._url_bytes == 0:
+            self.transport.close()   # nothing sent at all: an idle connection, close quietly
+            return
+        self._refuse(ProxyError("request headers not received in time", reason=Reason.REQUEST_TIMEOUT))
+
+    def _refuse(self, error: ProxyError) -> None:
+        status = error.status
+        body = problem_body(error)
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
+        for name, value in problem_headers(error, body, expose=False):
+            if name != b"connection":
+                head.append(name + b": " + value + b"\r\n")
+        head.append(b"connection: close\r\n\r\n")
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
