@@ -1,0 +1,219 @@
+"""`strangler demo`: the legacy shop, the extracted services and the proxy, in one command.
+
+Prepares fresh data (migrate and seed the monolith, each service imports from it),
+starts every server as a child in its own process group, waits until each is ready,
+prints where to look, and on Ctrl-C or SIGTERM stops every child it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .config.loader import ConfigError, load_config
+from .config.model import Address, Config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+READY_DEADLINE_S = 15.0
+STOP_DEADLINE_S = 8.0
+
+# The bundled program that serves each upstream the shipped config names.
+PROGRAMS = {
+    "legacy": "legacy_monolith",
+    "orders": "extracted_services.orders_service",
+    "inventory": "extracted_services.inventory_service",
+    "payments": "extracted_services.payments_service",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Child:
+    name: str
+    args: list[str]
+    url: str                    # what users visit
+    ready_url: str              # answers 200 once the child can serve
+
+
+def _reachable(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _prepare_commands(config: Config) -> list[list[str]]:
+    """Fresh demo data on every start: the monolith first, then each service copies from it."""
+    commands = []
+    for upstream in config.upstreams:
+        module = PROGRAMS.get(upstream.name)
+        if module == "legacy_monolith":
+            commands[:0] = [[sys.executable, "-m", module, "migrate"], [sys.executable, "-m", module, "seed"]]
+        elif module:
+            commands += [[sys.executable, "-m", module, "migrate"],
+                         [sys.executable, "-m", module, "import-from-legacy", "--replace"]]
+    return commands
+
+
+def _children(config: Config, config_path: str) -> list[Child]:
+    children = []
+    for upstream in config.upstreams:
+        module = PROGRAMS.get(upstream.name)
+        if module is None:
+            print(f"strangler demo: upstream {upstream.name!r} is not bundled; start it yourself", file=sys.stderr)
+            continue
+        origin = urlsplit(upstream.url)
+        host, port = origin.hostname or "127.0.0.1", origin.port or 80
+        args = [sys.executable, "-m", module, "runserver", "--host", host, "--port", str(port), "--log-level", "warning"]
+        base = f"http://{_reachable(host)}:{port}"
+        children.append(Child(name=upstream.name, args=args, url=base, ready_url=f"{base}/health/ready"))
+    admin = f"http://{_reachable(config.admin.host)}:{config.admin.port}"
+    proxy_args = [sys.executable, "-m", "strangler", "run", "--config", config_path]
+    children.append(Child(name="proxy", args=proxy_args, url=_origin(config.listen), ready_url=f"{admin}/health/ready"))
+    return children
+
+
+def _origin(address: Address) -> str:
+    return f"http://{_reachable(address.host)}:{address.port}"
+
+
+def _is_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class Supervisor:
+    """The children of one demo run: started together, watched, and stopped together."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, child: Child) -> None:
+        # The proxy logs to the terminal (its access log is the show); the rest to files.
+        output = None if child.name == "proxy" else open(self.log_dir / f"{child.name}.log", "ab")
+        # A session of its own: Ctrl-C in the terminal reaches only us, and we stop each
+        # child's whole group (uvicorn workers included) in order.
+        self.running[child.name] = subprocess.Popen(
+            child.args, cwd=REPO_ROOT, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )
+        if output is not None:
+            output.close()
+
+    def exited(self) -> list[str]:
+        return [f"{name} (exit {p.returncode})" for name, p in self.running.items() if p.poll() is not None]
+
+    def stop_all(self) -> None:
+        """SIGTERM every group, wait for all with one deadline, then SIGKILL what is left."""
+        for process in self.running.values():
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_DEADLINE_S
+        for name, process in self.running.items():
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"strangler demo: {name} did not stop in time; killing it", file=sys.stderr)
+        for process in self.running.values():
+            if process.poll() is None:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _banner(config: Config, config_path: str, children: list[Child], data_dir: Path) -> str:
+    proxy, admin = _origin(config.listen), _origin(config.admin)
+    lines = ["", "strangler demo is up.", f"  {'proxy':<10} {proxy}   <- send requests here",
+             f"  {'admin':<10} {admin}   (/routes, /metrics, /health/ready)"]
+    lines += [f"  {c.name:<10} {c.url}   ({PROGRAMS[c.name]})" for c in children if c.name in PROGRAMS]
+    lines += [
+        f"  data and logs in {data_dir}",
+        "",
+        "Try:",
+        f"  curl -si {proxy}/api/inventory/ESP-001/ | grep -i x-strangler      # inventory service",
+        f"  curl -si {proxy}/api/orders/1/ | grep -i x-strangler               # 25% to orders, sticky by cohort",
+        f"  curl -si -b strangler_cohort=you {proxy}/api/orders/1/ | grep -i x-strangler-upstream",
+        f"  curl -si -X POST -H 'Content-Type: application/json' \\",
+        f"       -d '{{\"customer_email\": \"you@example.com\", \"lines\": [{{\"sku\": \"BNS-1KG\", \"quantity\": 1}}]}}' \\",
+        f"       {proxy}/api/orders/                                              # writes stay on legacy",
+        f"  curl -si {proxy}/orders                                  # redirect Location points at the proxy",
+        f"  curl -s {admin}/routes",
+        f"  curl -s {admin}/metrics | grep strangler_requests_total",
+        f"  open {proxy}/accounts/login/   (alice@example.com / wonderland, staff: bob@example.com / canwefixit)",
+        "",
+        f"Edit {config_path} to move traffic; Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_demo(config_path: str = "config/routes.yaml") -> int:
+    """Run the demo until Ctrl-C or SIGTERM; 0 after a clean stop, 1 if it could not start."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return 1
+    config_path = str(Path(config_path).resolve())
+    data_dir = Path(os.environ.get("STRANGLER_DATA_DIR") or REPO_ROOT / "var").resolve()
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "STRANGLER_DATA_DIR": str(data_dir), "PYTHONPATH": python_path}
+
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+    supervisor = Supervisor(env, data_dir / "logs")
+    try:
+        return _run(config, config_path, data_dir, env, supervisor, stop)
+    finally:
+        supervisor.stop_all()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        print("strangler demo: stopped.", file=sys.stderr)
+
+
+def _run(config: Config, config_path: str, data_dir: Path, env: dict[str, str], supervisor: Supervisor,
+         stop: threading.Event) -> int:
+    print(f"strangler demo: preparing fresh data in {data_dir}", file=sys.stderr)
+    for command in _prepare_commands(config):
+        if stop.is_set():
+            return 0
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"strangler demo: {' '.join(command[1:])} failed:\n{done.stdout}{done.stderr}", file=sys.stderr)
+            return 1
+    children = _children(config, config_path)
+    for child in children:
+        supervisor.start(child)
+    waiting = {child.name: child.ready_url for child in children}
+    deadline = time.monotonic() + READY_DEADLINE_S
+    while waiting:
+        if stop.is_set():
+            return 0
+        if supervisor.exited() or time.monotonic() > deadline:
+            problem = ", ".join(supervisor.exited()) or "not ready in time: " + ", ".join(waiting)
+            print(f"strangler demo: {problem}; logs in {data_dir / 'logs'}", file=sys.stderr)
+            return 1
+        waiting = {name: url for name, url in waiting.items() if not _is_ready(url)}
+        stop.wait(0.1)
+    print(_banner(config, config_path, children, data_dir), flush=True)
+    while not stop.wait(0.5):
+        if supervisor.exited():
+            print(f"strangler demo: {', '.join(supervisor.exited())}; stopping the rest", file=sys.stderr)
+            return 1
+    return 0
