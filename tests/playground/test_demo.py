@@ -1,0 +1,98 @@
+"""`strangler demo` from nothing: fresh data, everything ready in 15 s, routed as configured, no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("strangler.app", reason="the proxy (strangler.app) is not importable yet")
+
+from tests.support.servers import REPO, free_port, wait_until  # noqa: E402
+
+READY_WITHIN_S = 15.0
+SHIPPED_PORTS = {"listen": 8000, "admin": 9000, "legacy": 8001, "orders": 8101, "inventory": 8102, "payments": 8103}
+
+
+def shipped_config_on_free_ports(path: Path) -> dict[str, int]:
+    text = (REPO / "config" / "routes.yaml").read_text()
+    ports = {name: free_port() for name in SHIPPED_PORTS}
+    for name, shipped in SHIPPED_PORTS.items():
+        text = text.replace(f"port: {shipped}}}", f"port: {ports[name]}}}")
+        text = text.replace(f"127.0.0.1:{shipped}\n", f"127.0.0.1:{ports[name]}\n")
+    path.write_text(text)
+    return ports
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and f"PPid:\t{pid}\n" in (entry / "status").read_text():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_demo_starts_fresh_routes_as_configured_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    ports = shipped_config_on_free_ports(tmp_path / "routes.yaml")
+    data_dir = tmp_path / "data"  # does not exist yet: as on a fresh checkout
+    log = open(tmp_path / "demo.log", "wb")
+    started = time.monotonic()
+    demo = subprocess.Popen([sys.executable, "-m", "strangler", "demo", "--config", str(tmp_path / "routes.yaml")],
+                            cwd=REPO, env={**os.environ, "STRANGLER_DATA_DIR": str(data_dir)},
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        readiness = [f"http://127.0.0.1:{ports['admin']}/health/ready"] + [
+            f"http://127.0.0.1:{ports[name]}/health/ready" for name in ("legacy", "orders", "inventory", "payments")]
+        wait_until(lambda: demo.poll() is None and all(ready(url) for url in readiness), timeout_s=READY_WITHIN_S,
+                   interval_s=0.1, what=f"the demo to be ready (log: {tmp_path / 'demo.log'})")
+        assert time.monotonic() - started < READY_WITHIN_S
+        wait_until(lambda: b"strangler demo is up" in (tmp_path / "demo.log").read_bytes(), timeout_s=5,
+                   what="the banner")
+
+        proxy = f"http://127.0.0.1:{ports['listen']}"
+        expected = [("GET", "/api/inventory/ESP-001/", "inventory"), ("GET", "/api/payments/1/", "legacy"),
+                    ("GET", "/accounts/login/", "legacy")]
+        for method, path, upstream in expected:
+            assert httpx.request(method, proxy + path).headers["x-strangler-upstream"] == upstream, path
+        placed = httpx.post(proxy + "/api/orders/", json={"customer_email": "demo@example.com",
+                                                          "lines": [{"sku": "BNS-1KG", "quantity": 1}]})
+        assert placed.status_code == 201 and placed.headers["x-strangler-upstream"] == "legacy"
+        read = httpx.get(proxy + "/api/orders/1/")
+        assert read.status_code == 200 and read.headers["x-strangler-upstream"] in ("orders", "legacy")
+
+        children = children_of(demo.pid)
+        assert len(children) == 5, children  # monolith, three services, proxy
+    finally:
+        if demo.poll() is None:
+            demo.send_signal(signal.SIGTERM)
+        try:
+            code = demo.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(demo.pid, signal.SIGKILL)
+            raise
+        log.close()
+    assert code == 0, (tmp_path / "demo.log").read_text()
+    assert [pid for pid in children if alive(pid)] == []
