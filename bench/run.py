@@ -1,0 +1,529 @@
+"""The benchmark: strangler side by side with its peers, in one run, on one machine.
+
+    .venv/bin/python bench/run.py [--quick] [--duration S] [--warmup S] [--rounds N]
+
+Origin: nginx (one worker) serving /small (1 KiB JSON), /large (10 MiB) and POST /upload.
+Contenders: direct to the origin (the limit), nginx as a reverse proxy (keep-alive upstream),
+asgiproxy (PyPI) and strangler with bench/strangler.yaml, each with one worker. The proxy runs
+on CPU 0, the origin and wrk on CPU 1. Every contender's answers must equal the origin's
+before anything is timed. Writes bench/results/YYYY-MM-DD-HHMM.md and bench/results/latest.md
+and prints the table. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness  # noqa: E402
+from harness import Answer, Processes, Started, WrkResult, answer_problems, fmt, log, markdown_table, ratio  # noqa: E402,F401
+
+CONFIG = harness.BENCH_DIR / "strangler.yaml"
+CONFIG_ORIGIN = "127.0.0.1:18080"      # the origin address written in bench/strangler.yaml
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    key: str
+    title: str
+    method: str
+    path: str
+    connections: int
+    per_mib: bool = False      # throughput in MiB/s rather than requests/s
+
+
+SCENARIOS = (
+    Scenario("S1", "GET /small (1 KiB), 64 connections", "GET", "/small", 64),
+    Scenario("S2", "GET /small (1 KiB), 8 connections: latency", "GET", "/small", 8),
+    Scenario("S3", "POST /upload (64 KiB body), 32 connections", "POST", "/upload", 32),
+    Scenario("S4", "GET /large (10 MiB), 4 connections", "GET", "/large", 4, per_mib=True),
+)
+CONTENDERS = ("direct", "nginx", "asgiproxy", "strangler")
+
+
+@dataclass
+class Contender:
+    name: str
+    description: str
+    port: int | None = None
+    process: Started | None = None
+    failure: str | None = None
+    results: dict[str, list[WrkResult]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    peak_rss_bytes: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and self.port is not None
+
+    def result(self, scenario: Scenario) -> WrkResult | None:
+        """The median round by throughput."""
+        rounds = self.results.get(scenario.key)
+        if not rounds:
+            return None
+        ordered = sorted(rounds, key=lambda r: r.requests_per_s)
+        return ordered[(len(ordered) - 1) // 2]
+
+
+def config_for_origin(text: str, origin_port: int) -> str:
+    """bench/strangler.yaml with its upstreams pointed at the origin's actual port."""
+    if CONFIG_ORIGIN not in text:
+        raise ValueError(f"{CONFIG.name} names no upstream at {CONFIG_ORIGIN}")
+    return text.replace(CONFIG_ORIGIN, f"127.0.0.1:{origin_port}")
+
+
+def check_answers(expected: dict[str, Answer], got: dict[str, list[Answer]]) -> list[str]:
+    """The correctness gate: a contender is timed only when every answer equals the origin's."""
+    return answer_problems(expected, got)
+
+
+# --- starting the contenders ---------------------------------------------------------------------
+
+def start_nginx_proxy(processes: Processes, nginx: str, workdir: Path, origin_port: int, cpus: str) -> tuple[Started, int]:
+    port = harness.free_port()
+    conf = harness.write_nginx_conf(workdir / "nginx-proxy",
+                                    harness.PROXY_SERVER.format(port=port, origin_port=origin_port))
+    harness.make_world_readable(workdir / "nginx-proxy")
+    return processes.start("nginx-proxy", harness.nginx_argv(nginx, conf), cpus=cpus), port
+
+
+def start_asgiproxy(processes: Processes, peers_python: Path, origin_port: int, cpus: str) -> tuple[Started, int]:
+    port = harness.free_port()
+    argv = [str(peers_python.parent / "uvicorn"), "asgiproxy_app:app", "--app-dir", str(harness.PEERS_DIR),
+            "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+            "--workers", "1", "--no-access-log", "--log-level", "warning"]
+    return processes.start("asgiproxy", argv, cpus=cpus, env={"BENCH_ORIGIN": f"http://127.0.0.1:{origin_port}"}), port
+
+
+def strangler_command() -> str:
+    local = Path(sys.executable).parent / "strangler"
+    if local.exists():
+        return str(local)
+    venv = harness.REPO_DIR / ".venv" / "bin" / "strangler"
+    if venv.exists():
+        return str(venv)
+    raise RuntimeError("no `strangler` command next to this python or in .venv/bin (run `make` first)")
+
+
+def start_strangler(processes: Processes, workdir: Path, origin_port: int, cpus: str, workers: int = 1,
+                    name: str = "strangler") -> tuple[Started, int, int]:
+    config = workdir / f"{name}.yaml"
+    config.write_text(config_for_origin(CONFIG.read_text(), origin_port))
+    port, admin_port = harness.free_port(), harness.free_port()
+    argv = [strangler_command(), "run", "--config", str(config), "--port", str(port), "--admin-port",
+            str(admin_port), "--workers", str(workers), "--log-level", "warning"]
+    return processes.start(name, argv, cpus=cpus), port, admin_port
+
+
+def verify(contender: Contender, expected: dict[str, Answer]) -> None:
+    # Repeats, because a split may send each request to either side.
+    problems = check_answers(expected, harness.fetch_probes(contender.port, repeat=4))
+    if problems:
+        raise RuntimeError("answers differ from the origin's: " + "; ".join(problems))
+
+
+# --- measuring -------------------------------------------------------------------------------------
+
+def measure(contender: Contender, scenario: Scenario, scripts: dict[str, Path], wrk: str, args: argparse.Namespace,
+            origin_pid: int) -> None:
+    url = f"http://127.0.0.1:{contender.port}{scenario.path}"
+    # Watched: the origin, then the proxy (if any), so their CPU use is told apart from the rest.
+    watch = (origin_pid,) + ((contender.process.pid,) if contender.process is not None else ())
+    script = scripts[scenario.method]
+    log(f"{scenario.key} {contender.name}: {scenario.method} {scenario.path} at {scenario.connections} connections")
+    try:
+        if args.quiet_wait > 0:
+            harness.wait_for_quiet(args.quiet_wait)
+        harness.run_wrk(wrk, script, url, connections=scenario.connections, duration_s=args.warmup,
+                        cpus=args.load_cpus)
+        result = harness.run_wrk(wrk, script, url, connections=scenario.connections, duration_s=args.duration,
+                                 cpus=args.load_cpus, watch=watch)
+    except Exception as exc:
+        contender.errors[scenario.key] = str(exc).splitlines()[0]
+        log(f"{scenario.key} {contender.name}: {exc}")
+        return
+    if contender.process is not None and contender.process.process.poll() is not None:
+        contender.errors[scenario.key] = f"the process exited ({contender.process.process.returncode})"
+    contender.results.setdefault(scenario.key, []).append(result)
+
+
+def strangler_traffic(admin_port: int) -> dict[tuple[str, str, str], float]:
+    """strangler_requests_total by (route, upstream, code), from the admin listener."""
+    connection = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    counts: dict[tuple[str, str, str], float] = {}
+    for line in text.splitlines():
+        if not line.startswith("strangler_requests_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        key = (labels.get("route", ""), labels.get("upstream", ""), labels.get("code", ""))
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+@dataclass
+class WorkerScaling:
+    cpus_one: str
+    cpus_two: str
+    proxy_cpu_count: int
+    one: WrkResult | None = None
+    two: WrkResult | None = None
+    failure: str | None = None
+
+    @property
+    def per_cpu_ratio(self) -> float | None:
+        if not (self.one and self.two):
+            return None
+        return (self.two.requests_per_s / self.proxy_cpu_count) / self.one.requests_per_s
+
+
+def measure_worker_scaling(processes: Processes, workdir: Path, origin: Started, origin_port: int, strangler: Contender,
+                           expected: dict[str, Answer], scripts: dict[str, Path], wrk: str,
+                           args: argparse.Namespace) -> WorkerScaling:
+    """S1 with --workers 2 against one worker, measured back to back."""
+    spare = sorted(os.sched_getaffinity(0) - _cpu_set(args.proxy_cpus) - _cpu_set(args.load_cpus))
+    if spare:
+        scaling = WorkerScaling(args.proxy_cpus, f"{args.proxy_cpus},{spare[0]}", 2)
+    else:
+        # Two cores: the second worker shares CPU 0, which shows the cost of running several
+        # workers (multiprocess metrics, accept contention), not how they scale.
+        scaling = WorkerScaling(args.proxy_cpus, args.proxy_cpus, len(_cpu_set(args.proxy_cpus)))
+    s1 = SCENARIOS[0]
+    two = Contender("strangler --workers 2", "")
+    try:
+        two.process, two.port, _ = start_strangler(processes, workdir, origin_port, scaling.cpus_two, workers=2,
+                                                   name="strangler-2-workers")
+        harness.wait_until_serving(two.process, two.port, "/small", timeout_s=30)
+        verify(two, expected)
+    except Exception as exc:
+        scaling.failure = str(exc).splitlines()[0]
+        log(f"strangler --workers 2: {exc}")
+        if two.process is not None:
+            processes.stop(two.process)
+        return scaling
+    # A fresh one-worker figure next to the two-worker one; the main table keeps its own rounds.
+    one = Contender(strangler.name, "", port=strangler.port, process=strangler.process)
+    measure(one, s1, scripts, wrk, args, origin.pid)
+    scaling.one = one.result(s1)
+    measure(two, s1, scripts, wrk, args, origin.pid)
+    scaling.two = two.result(s1)
+    if s1.key in two.errors:
+        scaling.failure = two.errors[s1.key]
+    processes.stop(two.process)
+    return scaling
+
+
+def _cpu_set(cpus: str) -> set[int]:
+    found: set[int] = set()
+    for part in cpus.split(","):
+        low, _, high = part.partition("-")
+        found.update(range(int(low), int(high or low) + 1))
+    return found
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+TARGETS = "S1 and S3 >= 1.0x asgiproxy req/s (aim 1.5x); S2 p99 <= 2x nginx; S4 >= 0.9x nginx MiB/s; peak RSS < 80 MiB"
+
+
+def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traffic: dict | None,
+           args: argparse.Namespace, tools: dict[str, str], started_at: datetime.datetime) -> str:
+    lines = [
+        f"# strangler benchmark, {started_at.strftime('%Y-%m-%d %H:%M')}",
+        "",
+        f"Reproduce: `make bench` (or `.venv/bin/python bench/run.py{' --quick' if args.quick else ''}`). "
+        f"{args.duration:g} s per measurement after {args.warmup:g} s of warm-up, {args.rounds} round(s), "
+        "the median round kept.",
+        "",
+        f"Machine: {harness.machine_summary()}. Proxy pinned to CPU {args.proxy_cpus}; origin and wrk "
+        f"(one thread) to CPU {args.load_cpus}. This machine is noisy: compare the ratios, not the absolute "
+        "figures.",
+        "",
+        "Contenders, one worker each:",
+        "",
+    ]
+    for contender in contenders.values():
+        state = f"**failed**: {contender.failure}" if contender.failure else "answers equal the origin's"
+        lines.append(f"- `{contender.name}`: {contender.description} ({state})")
+    lines.append("")
+
+    for scenario in SCENARIOS:
+        unit = "MiB/s" if scenario.per_mib else "req/s"
+        lines += [f"## {scenario.key}: {scenario.title}", ""]
+        base = {name: _throughput(contenders.get(name), scenario) for name in ("direct", "nginx", "asgiproxy")}
+        nginx_p99 = _p99(contenders.get("nginx"), scenario)
+        rows = []
+        for contender in contenders.values():
+            result = contender.result(scenario)
+            if result is None:
+                reason = contender.failure and "did not start" or contender.errors.get(scenario.key, "not run")
+                rows.append([contender.name, reason] + ["-"] * 11)
+                continue
+            mine = _throughput(contender, scenario)
+            rows.append([
+                contender.name, fmt(result.requests_per_s), fmt(result.mib_per_s, 1), fmt(result.p50_ms, 2),
+                fmt(result.p99_ms, 2), str(result.errors) + (" !" if contender.errors.get(scenario.key) else ""),
+                ratio(mine, base["direct"]), ratio(mine, base["nginx"]), ratio(mine, base["asgiproxy"]),
+                ratio(result.p99_ms, nginx_p99), _cpu_share(result, proxy=True), _cpu_share(result, proxy=False),
+            ])
+        lines += [markdown_table(["contender", "req/s", "MiB/s", "p50 ms", "p99 ms", "errors",
+                                  f"{unit} vs direct", f"{unit} vs nginx", f"{unit} vs asgiproxy",
+                                  "p99 vs nginx", "proxy CPU", "other load"], rows), ""]
+
+    lines += ["## Peak RSS of the proxy after S4", ""]
+    rows = [[c.name, "-" if c.peak_rss_bytes is None else fmt(c.peak_rss_bytes / MIB, 1)]
+            for c in contenders.values() if c.name != "direct"]
+    lines += [markdown_table(["contender", "peak RSS MiB (VmHWM, all its processes)"], rows), ""]
+
+    lines += ["## strangler against the targets", "", f"Targets: {TARGETS}; `--workers 2` S1 per proxy CPU "
+              ">= 0.8x one worker.", ""]
+    lines += [markdown_table(["target", "measured", "verdict"], _verdicts(contenders, scaling)), ""]
+
+    if scaling is not None:
+        lines += ["## strangler `--workers 2`, S1", ""]
+        if scaling.failure:
+            lines += [f"Failed: {scaling.failure}", ""]
+        elif scaling.one and scaling.two:
+            lines += [markdown_table(
+                ["workers", "proxy CPUs", "req/s", "p50 ms", "p99 ms", "req/s per proxy CPU"],
+                [["1", scaling.cpus_one, fmt(scaling.one.requests_per_s), fmt(scaling.one.p50_ms, 2),
+                  fmt(scaling.one.p99_ms, 2), fmt(scaling.one.requests_per_s)],
+                 ["2", scaling.cpus_two, fmt(scaling.two.requests_per_s), fmt(scaling.two.p50_ms, 2),
+                  fmt(scaling.two.p99_ms, 2), fmt(scaling.two.requests_per_s / scaling.proxy_cpu_count)]]), ""]
+            if scaling.proxy_cpu_count == 1:
+                lines += ["This machine has no spare CPU for a second worker: both workers share "
+                          f"CPU {scaling.cpus_two}, so this shows the cost of running two workers (multiprocess "
+                          "metrics, accept contention) rather than how they scale. Scaling needs 3 or more CPUs.",
+                          ""]
+
+    if traffic:
+        lines += ["## What strangler saw (its own metrics, whole run)", ""]
+        rows = [[route, upstream, code, fmt(count)] for (route, upstream, code), count in sorted(traffic.items())]
+        lines += [markdown_table(["route", "upstream", "code", "requests"], rows), ""]
+
+    lines += [
+        "## Notes",
+        "",
+        "- `proxy CPU`: the proxy's processes' CPU time over the measurement (100% = one CPU). `other load`: CPU "
+        "used by everything else on the machine meanwhile (not the origin, the proxy or wrk); above "
+        f"{NOISY_OTHER_LOAD:.0%} of a CPU the row is marked noisy.",
+        "- wrk runs one thread; p50 and p99 are wrk's latency percentiles. GET requests cycle through 100 "
+        "prepared requests, nine in ten carrying one of 90 `strangler_cohort` cookies (returning visitors) "
+        "and one in ten none (a first visit, which gets a new cohort); the peers ignore the cookie.",
+        "- The origin answers POST /upload only after reading the whole body (nginx `mirror` reads it first).",
+        "- nginx as a proxy: `keepalive 128` upstream, HTTP/1.1, response buffering on but never spooled to "
+        "disk (`proxy_max_temp_file_size 0`). asgiproxy: its concurrency cap raised from 20 to 256 "
+        "(strangler's default bulkhead); uvicorn with httptools and uvloop, as strangler uses.",
+        f"- Tools: {harness.tool_version([tools['nginx'], '-v'])}; {harness.tool_version([tools['wrk'], '-v'])}; "
+        f"Python {sys.version.split()[0]}; strangler commit {_git_commit()}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+NOISY_OTHER_LOAD = 0.15    # of one CPU
+
+
+def _cpu_share(result: WrkResult, *, proxy: bool) -> str:
+    cpu = result.cpu
+    if cpu is None:
+        return "-"
+    if proxy:
+        return f"{cpu.trees[1]:.0%}" if len(cpu.trees) > 1 else "-"
+    return f"{cpu.other:.0%}" + (" (noisy)" if cpu.other > NOISY_OTHER_LOAD else "")
+
+
+def _throughput(contender: Contender | None, scenario: Scenario) -> float | None:
+    result = contender.result(scenario) if contender else None
+    if result is None:
+        return None
+    return result.mib_per_s if scenario.per_mib else result.requests_per_s
+
+
+def _p99(contender: Contender | None, scenario: Scenario) -> float | None:
+    result = contender.result(scenario) if contender else None
+    return result.p99_ms if result else None
+
+
+def _verdicts(contenders: dict[str, Contender], scaling: WorkerScaling | None) -> list[list[str]]:
+    strangler = contenders.get("strangler")
+    s1, s2, s3, s4 = SCENARIOS
+
+    def compare(scenario: Scenario, peer: str) -> float | None:
+        mine, theirs = _throughput(strangler, scenario), _throughput(contenders.get(peer), scenario)
+        return mine / theirs if mine and theirs else None
+
+    def verdict(value: float | None, ok: bool, aim: str = "") -> str:
+        if value is None:
+            return "not measured"
+        return ("met" if ok else "**missed**") + aim
+
+    rows = []
+    for scenario in (s1, s3):
+        value = compare(scenario, "asgiproxy")
+        aim = "" if value is None or value < 1.0 else (" (aim 1.5x met)" if value >= 1.5 else " (aim 1.5x not yet)")
+        rows.append([f"{scenario.key} req/s >= 1.0x asgiproxy", ratio(value, 1), verdict(value, (value or 0) >= 1.0, aim)])
+    mine, nginx = _p99(strangler, s2), _p99(contenders.get("nginx"), s2)
+    value = mine / nginx if mine and nginx else None
+    rows.append(["S2 p99 <= 2x nginx p99", ratio(value, 1), verdict(value, value is not None and value <= 2.0)])
+    value = compare(s4, "nginx")
+    rows.append(["S4 MiB/s >= 0.9x nginx", ratio(value, 1), verdict(value, (value or 0) >= 0.9)])
+    rss = strangler.peak_rss_bytes / MIB if strangler and strangler.peak_rss_bytes else None
+    rows.append(["peak RSS < 80 MiB", "-" if rss is None else f"{rss:.1f} MiB", verdict(rss, (rss or 1e9) < 80)])
+    if scaling is not None:
+        value = scaling.per_cpu_ratio
+        if scaling.proxy_cpu_count == 1 and value is not None:
+            rows.append(["--workers 2 S1 per proxy CPU >= 0.8x", ratio(value, 1),
+                         "not measurable here (2 CPUs): both workers share one CPU"])
+        else:
+            rows.append(["--workers 2 S1 per proxy CPU >= 0.8x", ratio(value, 1),
+                         scaling.failure and f"failed: {scaling.failure}" or verdict(value, (value or 0) >= 0.8)])
+    return rows
+
+
+def _git_commit() -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(harness.REPO_DIR), "describe", "--always", "--dirty"],
+                              capture_output=True, text=True, timeout=10)
+        return done.stdout.strip() or "?"
+    except OSError:
+        return "?"
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each (default 2)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of every scenario; the median is kept")
+    parser.add_argument("--quick", action="store_true", help="a short run: 3 s measurements, 1 s warm-up")
+    parser.add_argument("--proxy-cpus", default="0", help="CPUs for the proxy under test (default 0)")
+    parser.add_argument("--load-cpus", default="1", help="CPUs for the origin and wrk (default 1)")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS),
+                        help=f"comma-separated subset of {','.join(CONTENDERS)}")
+    parser.add_argument("--quiet-wait", type=float, default=20.0,
+                        help="before each measurement, wait up to this many seconds for other work on the "
+                             "machine to stop (default 20; 0: never wait)")
+    parser.add_argument("--no-workers", action="store_true", help="skip the --workers 2 measurement")
+    parser.add_argument("--results-dir", type=Path, default=harness.RESULTS_DIR)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 3.0, 1.0
+    unknown = set(args.contenders.split(",")) - set(CONTENDERS)
+    if unknown:
+        parser.error(f"unknown contenders: {', '.join(sorted(unknown))}")
+    return args
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    started_at = datetime.datetime.now()
+    tools = harness.ensure_tools()
+    workdir = Path(tempfile.mkdtemp(prefix="strangler-bench-"))
+    processes = Processes(workdir)
+    wanted = args.contenders.split(",")
+    contenders = {name: Contender(name, description) for name, description in (
+        ("direct", "wrk straight to the origin: the limit"),
+        ("nginx", "nginx reverse proxy, one worker, keep-alive upstream"),
+        ("asgiproxy", "asgiproxy 0.2.0 (aiohttp client) on uvicorn, httptools + uvloop"),
+        ("strangler", "`strangler run --config bench/strangler.yaml`: 7 routes, 50/50 split with sticky "
+                      "cohort, fallback, breaker, retry, health checks, metrics"),
+    ) if name in wanted}
+    scaling = None
+    traffic = None
+    strangler_admin = None
+    try:
+        harness.write_origin_files(workdir / "root")
+        origin_port = harness.free_port()
+        conf = harness.write_nginx_conf(workdir / "origin",
+                                        harness.ORIGIN_SERVER.format(port=origin_port, root=workdir / "root"))
+        harness.make_world_readable(workdir)
+        origin = processes.start("origin", harness.nginx_argv(tools["nginx"], conf), cpus=args.load_cpus)
+        harness.wait_until_serving(origin, origin_port, "/small")
+        expected = {probe: answers[0] for probe, answers in harness.fetch_probes(origin_port).items()}
+        scripts = {"GET": workdir / "get.lua", "POST": workdir / "post.lua"}
+        scripts["GET"].write_text(harness.get_script())
+        scripts["POST"].write_text(harness.post_script())
+
+        for name, contender in contenders.items():
+            try:
+                if name == "direct":
+                    contender.port = origin_port
+                elif name == "nginx":
+                    contender.process, contender.port = start_nginx_proxy(
+                        processes, tools["nginx"], workdir, origin_port, args.proxy_cpus)
+                elif name == "asgiproxy":
+                    contender.process, contender.port = start_asgiproxy(
+                        processes, harness.ensure_peers_venv(), origin_port, args.proxy_cpus)
+                else:
+                    contender.process, contender.port, strangler_admin = start_strangler(
+                        processes, workdir, origin_port, args.proxy_cpus)
+                if contender.process is not None:
+                    harness.wait_until_serving(contender.process, contender.port, "/small", timeout_s=30)
+                verify(contender, expected)
+                log(f"{name}: answers equal the origin's")
+            except Exception as exc:
+                contender.failure = str(exc).splitlines()[0]
+                log(f"{name}: FAILED: {exc}")
+                if contender.process is not None:
+                    processes.stop(contender.process)
+
+        running = [c for c in contenders.values() if c.ok]
+        # Scenario by scenario, contender after contender: drift on a noisy machine hits all alike.
+        for scenario in SCENARIOS:
+            for _ in range(args.rounds):
+                for contender in running:
+                    measure(contender, scenario, scripts, tools["wrk"], args, origin.pid)
+        for contender in running:
+            if contender.process is not None:
+                contender.peak_rss_bytes = harness.peak_rss_bytes(contender.process.pid)
+        strangler = contenders.get("strangler")
+        if strangler is not None and strangler.ok and strangler_admin is not None:
+            try:
+                traffic = strangler_traffic(strangler_admin)
+            except OSError as exc:
+                log(f"strangler metrics: {exc}")
+            if not args.no_workers:
+                scaling = measure_worker_scaling(processes, workdir, origin, origin_port, strangler, expected, scripts,
+                                                 tools["wrk"], args)
+    except KeyboardInterrupt:
+        log("interrupted; stopping everything")
+        return 130
+    finally:
+        processes.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    report = render(contenders, scaling, traffic, args, tools, started_at)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / f"{started_at.strftime('%Y-%m-%d-%H%M')}.md").write_text(report)
+    (args.results_dir / "latest.md").write_text(report)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
