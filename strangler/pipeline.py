@@ -63,8 +63,10 @@ async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     else:
         assignment = route_rt.split.choose(None)
 
+    # X-Forwarded-For gets the hop the proxy saw (the peer), not the client address resolved from
+    # the header itself: that would repeat the last hop and drop the trusted proxy's address.
     upstream_headers = upstream_request_headers(
-        raw_headers, client_ip=client_ip, scheme=scope.get("scheme", "http"), trusted_client=trusted,
+        raw_headers, client_ip=peer, scheme=scope.get("scheme", "http"), trusted_client=trusted,
     )
     upstream_headers.append(("X-Request-ID", exchange.request_id))
     if framing.content_length is not None:
