@@ -1,0 +1,1 @@
+"""The legacy shop: one Django-style application over one database, being strangled route by route."""

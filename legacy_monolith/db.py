@@ -61,7 +61,7 @@ class Database:
 
 
 def default_database() -> Database:
-    return Database(settings.database_path())
+    return Database(settings.data_dir() / settings.DATABASE_NAME)
 
 
 def _app_migrations() -> list[tuple[str, str, str]]:

@@ -9,7 +9,7 @@ BASE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BASE_DIR.parent
 
 # One data dir for the monolith and the services, so `import-from-legacy` can find us.
-DATA_DIR = Path(os.environ.get("STRANGLER_DATA_DIR", REPO_ROOT / "var"))
+DEFAULT_DATA_DIR = REPO_ROOT / "var"
 DATABASE_NAME = "legacy.sqlite3"
 UPLOAD_DIR_NAME = "uploads"
 
@@ -49,13 +49,5 @@ CURRENCY = "EUR"
 
 
 def data_dir() -> Path:
-    """The data dir as the environment says now (tests and `--data-dir` change it)."""
-    return Path(os.environ.get("STRANGLER_DATA_DIR", DATA_DIR))
-
-
-def database_path() -> Path:
-    return data_dir() / DATABASE_NAME
-
-
-def upload_dir() -> Path:
-    return data_dir() / UPLOAD_DIR_NAME
+    """$STRANGLER_DATA_DIR (which `--data-dir` sets) as it is now, else var/ in the repository."""
+    return Path(os.environ.get("STRANGLER_DATA_DIR") or DEFAULT_DATA_DIR)

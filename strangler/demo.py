@@ -111,7 +111,16 @@ class Supervisor:
             output.close()
 
     def exited(self) -> list[str]:
-        return [f"{name} (exit {p.returncode})" for name, p in self.running.items() if p.poll() is not None]
+        """Children that have stopped on their own, each with the end of its log."""
+        return [f"{name} (exit {p.returncode}){self._log_tail(name)}" for name, p in self.running.items()
+                if p.poll() is not None]
+
+    def _log_tail(self, name: str, lines: int = 3) -> str:
+        try:
+            tail = (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "".join(f"\n    {line}" for line in tail)
 
     def stop_all(self) -> None:
         """SIGTERM every group, wait for all with one deadline, then SIGKILL what is left."""
@@ -164,6 +173,8 @@ def _banner(config: Config, config_path: str, children: list[Child], data_dir: P
 
 def run_demo(config_path: str = "config/routes.yaml") -> int:
     """Run the demo until Ctrl-C or SIGTERM; 0 after a clean stop, 1 if it could not start."""
+    if not Path(config_path).exists() and (REPO_ROOT / config_path).exists():
+        config_path = str(REPO_ROOT / config_path)  # `strangler demo` run from outside the checkout
     try:
         config = load_config(config_path)
     except ConfigError as err:
@@ -207,7 +218,7 @@ def _run(config: Config, config_path: str, data_dir: Path, env: dict[str, str], 
             return 0
         if supervisor.exited() or time.monotonic() > deadline:
             problem = ", ".join(supervisor.exited()) or "not ready in time: " + ", ".join(waiting)
-            print(f"strangler demo: {problem}; logs in {data_dir / 'logs'}", file=sys.stderr)
+            print(f"strangler demo: {problem}\n  (logs in {data_dir / 'logs'})", file=sys.stderr)
             return 1
         waiting = {name: url for name, url in waiting.items() if not _is_ready(url)}
         stop.wait(0.1)

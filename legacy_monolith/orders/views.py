@@ -39,8 +39,13 @@ async def order_list(request: Request) -> Response:
     return render(request, "orders/order_list.html", {"orders": orders}, title="Orders")
 
 
-def order_detail(request: Request) -> Response:
-    order = _order_or_404(request)
+@login_required
+async def order_detail(request: Request) -> Response:
+    order = await run_in_threadpool(_order_or_404, request)
+    user = request.scope["user"]
+    if not user["is_staff"] and order["customer_email"] != user["email"]:
+        # 404, not 403: a customer must not learn which order numbers exist.
+        raise ApiError(404, "not_found", f"No order with id {order['id']}")
     return render(request, "orders/order_detail.html", {"order": order}, title=f"Order {order['id']}")
 
 

@@ -60,3 +60,11 @@ async def test_order_form_needs_login_and_csrf_then_redirects_to_the_order(shop:
     assert response.status_code == 302
     detail = await shop.get(response.headers["location"])
     assert "alice@example.com" in detail.text and "awaiting_payment" in detail.text and "Milk frother" in detail.text
+
+
+async def test_customers_see_only_their_own_order_pages(shop: httpx.AsyncClient) -> None:
+    """Order 1 is Carol's: Alice gets a 404, staff get the page."""
+    await log_in(shop, "alice@example.com", "wonderland")
+    assert (await shop.get("/orders/1/")).status_code == 404
+    await log_in(shop, "bob@example.com", "canwefixit")
+    assert "carol@example.com" in (await shop.get("/orders/1/")).text
