@@ -24,6 +24,7 @@ def shipped_config_on_free_ports(path: Path) -> dict[str, int]:
     text = (REPO / "config" / "routes.yaml").read_text()
     ports = {name: free_port() for name in SHIPPED_PORTS}
     for name, shipped in SHIPPED_PORTS.items():
+        assert f"port: {shipped}}}" in text or f"127.0.0.1:{shipped}\n" in text, f"{name} is not on {shipped}"
         text = text.replace(f"port: {shipped}}}", f"port: {ports[name]}}}")
         text = text.replace(f"127.0.0.1:{shipped}\n", f"127.0.0.1:{ports[name]}\n")
     path.write_text(text)

@@ -44,6 +44,7 @@ def playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playground]
         servers[name] = ThreadedServer(build_service_app(service, data_dir)).start()
     config = SHIPPED_CONFIG.read_text()
     for name, port in [("legacy", 8001), ("orders", 8101), ("inventory", 8102), ("payments", 8103)]:
+        assert f"http://127.0.0.1:{port}\n" in config, f"the shipped config moved {name} off port {port}"
         config = config.replace(f"http://127.0.0.1:{port}\n", servers[name].url + "\n")
     config_path = data_dir / "routes.yaml"
     config_path.write_text(config)
