@@ -101,8 +101,8 @@ class Supervisor:
     def start(self, child: Child) -> None:
         # The proxy logs to the terminal (its access log is the show); the rest to files.
         output = None if child.name == "proxy" else open(self.log_dir / f"{child.name}.log", "ab")
-        # A session of its own: Ctrl-C in the terminal reaches only us, and we stop each
-X
+        # A session of its own: Ctrl-C in the terminal reaches only us, and stop_all()
+        # signals each child's whole group, worker processes included.
         self.running[child.name] = subprocess.Popen(
             child.args, cwd=REPO_ROOT, env=self.env, stdout=output, stderr=subprocess.STDOUT if output else None,
             start_new_session=True,
