@@ -20,8 +20,10 @@ def request_id_of(raw_headers: list[tuple[bytes, bytes]]) -> str:
     """The client's X-Request-ID when it is sane, else a new one."""
     for name, value in raw_headers:
         if name.lower() == b"x-request-id":
-            if 0 < len(value) <= 128 and value.isascii() and value.isprintable():
-                return value.decode("ascii")
+            if 0 < len(value) <= 128 and value.isascii():
+                text = value.decode("ascii")     # bytes have no isprintable()
+                if text.isprintable():
+                    return text
             break
     return os.urandom(8).hex()
 
