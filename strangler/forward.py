@@ -98,6 +98,11 @@ class UpstreamClient:
             max_field_size=MAX_RESPONSE_HEADER_BYTES,
             max_line_size=MAX_RESPONSE_HEADER_BYTES,
         )
+        # aiohttp resends GET/HEAD/OPTIONS/PUT/DELETE once, unseen, when the upstream resets before
+        # answering. Every attempt must go through the route's retry policy (attempts, retry_on,
+        # methods, budget) and be counted by breaker and metrics, so the proxy alone decides.
+        # No public switch exists; aiohttp's own test client clears this same attribute.
+        self._session._retry_connection = False
         return self._session
 
     async def send(
