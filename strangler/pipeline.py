@@ -68,6 +68,8 @@ async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     upstream_headers = upstream_request_headers(
         raw_headers, client_ip=peer, scheme=scope.get("scheme", "http"), trusted_client=trusted,
     )
+    # One X-Request-ID, the proxy's (the client's own when it was sane), never the client's as well.
+    upstream_headers = [(name, value) for name, value in upstream_headers if name.lower() != "x-request-id"]
     upstream_headers.append(("X-Request-ID", exchange.request_id))
     if framing.content_length is not None:
         upstream_headers.append(("Content-Length", str(framing.content_length)))
@@ -247,7 +249,9 @@ def _attempt_outcome(reason: Reason) -> str:
 async def _stream(response: UpstreamResponse, method: str, config: Config, send: Any, receive: Any,
                   exchange: Exchange, secure: bool) -> None:
     status = response.status
-    headers = client_response_headers(response.raw_headers, status)
+    # Upstreams often echo X-Request-ID: the client gets it once, as the proxy logged it.
+    headers = [(name, value) for name, value in client_response_headers(response.raw_headers, status)
+               if name.lower() != b"x-request-id"]
     if config.expose_headers:
         headers.append((b"x-strangler-route", exchange.route.encode()))
         headers.append((b"x-strangler-upstream", exchange.upstream.encode()))
