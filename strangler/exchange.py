@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
 import time
 from typing import TYPE_CHECKING
 
+from .logs import JSON_ACCESS_LOGGER
 from .metrics import Metrics
 
 if TYPE_CHECKING:
     from .runtime import UpstreamState
 
 access_log = logging.getLogger("strangler.access")
+json_access_log = logging.getLogger(JSON_ACCESS_LOGGER)    # its lines carry no logging prefix
 
 
 def request_id_of(raw_headers: list[tuple[bytes, bytes]]) -> str:
@@ -83,7 +86,8 @@ class Exchange:
         if log_format is None or not access_log.isEnabledFor(logging.INFO):
             return
         if log_format == "json":
-            access_log.info(json.dumps({
+            json_access_log.info(json.dumps({
+                "ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
                 "event": "access", "rid": self.request_id, "method": self.method, "route": self.route or None,
                 "upstream": self.upstream or None, "status": status, "attempts": self.attempts,
                 "ms": round(seconds * 1000, 1), "fallback": self.fallback_reason, "reason": reason,

@@ -6,6 +6,7 @@ import logging
 import os
 
 LEVEL_ENV = "STRANGLER_LOG_LEVEL"
+JSON_ACCESS_LOGGER = "strangler.access.json"
 
 
 class _AbortedResponseFilter(logging.Filter):
@@ -21,3 +22,9 @@ def configure_logging(level: str | None = None) -> None:
     os.environ[LEVEL_ENV] = level        # spawned workers inherit it
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
     logging.getLogger("uvicorn.error").addFilter(_AbortedResponseFilter())
+    # `access_log: {format: json}` lines are JSON from the first byte, for log shippers: no prefix.
+    json_access = logging.getLogger(JSON_ACCESS_LOGGER)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    json_access.handlers = [handler]
+    json_access.propagate = False
