@@ -74,6 +74,9 @@ def run_workers(options: ServeOptions, workers: int) -> int:
     config = proxy_uvicorn_config("strangler.workers:worker_app", options.host, options.port, options.log_level,
                                   options.graceful_timeout_s, factory=True, workers=workers)
     socket = config.bind_socket()
+    # uvicorn only binds; until a worker has started, connections would be refused while
+    # /health/ready already says 200. Listening now queues them in the backlog instead.
+    socket.listen(config.backlog)
     supervisor = _Supervisor(config, [socket], holder)
     admin = _AdminThread(options, holder, on_reload=lambda: supervisor.signal_workers(signal.SIGUSR1))
     admin.start()
