@@ -22,10 +22,10 @@ def normalize_path(raw_path: bytes) -> str:
     backslashes (upstreams disagree on them), control bytes, broken escapes and
     `..` that climbs above the root.
     """
-    if _PLAIN.fullmatch(raw_path):
-        return raw_path.decode("ascii")
     if not raw_path.startswith(b"/"):
         raise BadPath("request target must be a path starting with '/'")
+    if _PLAIN.fullmatch(raw_path):
+        return raw_path.decode("ascii")
     segments: list[str] = []
     trailing_slash = False
     for raw_segment in raw_path.split(b"/")[1:]:
