@@ -128,6 +128,10 @@ def render(results: dict, args: argparse.Namespace, tools: dict[str, str]) -> st
         result = results.get((client, scenario))
         return result.requests_per_s if isinstance(result, harness.WrkResult) else None
 
+    def cost(client: str, scenario: str) -> float | None:
+        result = results.get((client, scenario))
+        return result.proxy_cpu_us_per_request if isinstance(result, harness.WrkResult) else None
+
     lines = [
         "# Forwarding client choice",
         "",
@@ -149,13 +153,16 @@ def render(results: dict, args: argparse.Namespace, tools: dict[str, str]) -> st
             if isinstance(result, harness.WrkResult):
                 rows.append([client, fmt(result.requests_per_s), fmt(result.p50_ms, 2), fmt(result.p99_ms, 2),
                              str(result.errors), ratio(result.requests_per_s, rps("aiohttp", scenario)),
-                             f"{result.cpu.trees[1]:.0%}", f"{result.cpu.other:.0%}"])
+                             f"{result.cpu.trees[1]:.0%}", fmt(result.proxy_cpu_us_per_request),
+                             ratio(result.proxy_cpu_us_per_request, cost("aiohttp", scenario)),
+                             f"{result.cpu.other:.0%}"])
             else:
-                rows.append([client, str(result or "not run"), "-", "-", "-", "-", "-", "-"])
+                rows.append([client, str(result or "not run")] + ["-"] * 8)
         lines += [markdown_table(["client", "req/s", "p50 ms", "p99 ms", "errors", "req/s vs aiohttp", "proxy CPU",
-                                  "other load"], rows), ""]
+                                  "CPU µs/req", "CPU/req vs aiohttp", "other load"], rows), ""]
     lines += ["`proxy CPU`: the proxy's CPU time over the measurement (100% = one CPU). `other load`: CPU used "
-              "meanwhile by everything else on the machine (not the origin, the proxy or wrk).", "", "Clients:", ""]
+              "meanwhile by everything else on the machine (not the origin, the proxy or wrk). `CPU µs/req`: the "
+              "proxy's CPU time per answered request, which other work disturbs far less than req/s.", "", "Clients:", ""]
     lines += [f"- `{client}`: {description}" for client, description in CLIENTS]
     lines += ["", f"Tools: {harness.tool_version([tools['nginx'], '-v'])}; "
               f"{harness.tool_version([tools['wrk'], '-v'])}", ""]

@@ -257,13 +257,15 @@ class CpuUse:
     load: float                 # wrk
     other: float                # everything else on the machine: other people's work skews the figures
     steal: float                # taken by the hypervisor
+    wall_s: float
 
     @classmethod
     def between(cls, before: CpuSnapshot, after: CpuSnapshot, wall_s: float) -> "CpuUse":
         trees = tuple(max(0.0, b - a) / wall_s for a, b in zip(before.trees_s, after.trees_s))
         load = max(0.0, after.children_s - before.children_s) / wall_s
         busy = (after.busy_s - before.busy_s) / wall_s
-        return cls(trees, load, max(0.0, busy - sum(trees) - load), (after.steal_s - before.steal_s) / wall_s)
+        return cls(trees, load, max(0.0, busy - sum(trees) - load), (after.steal_s - before.steal_s) / wall_s,
+                   wall_s)
 
 
 def machine_load(sample_s: float = 1.0) -> float:
@@ -531,6 +533,13 @@ class WrkResult:
     @property
     def requests_per_s(self) -> float:
         return self.requests / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def proxy_cpu_us_per_request(self) -> float | None:
+        """The proxy's CPU time per answered request: robust to other work on the machine."""
+        if self.cpu is None or len(self.cpu.trees) < 2 or not self.requests:
+            return None
+        return self.cpu.trees[1] * self.cpu.wall_s / self.requests * 1e6
 
     @property
     def mib_per_s(self) -> float:

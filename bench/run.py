@@ -270,23 +270,27 @@ def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traf
         lines += [f"## {scenario.key}: {scenario.title}", ""]
         base = {name: _throughput(contenders.get(name), scenario) for name in ("direct", "nginx", "asgiproxy")}
         nginx_p99 = _p99(contenders.get("nginx"), scenario)
+        asgiproxy_cost = _cost(contenders.get("asgiproxy"), scenario)
         rows = []
         for contender in contenders.values():
             result = contender.result(scenario)
             if result is None:
                 reason = contender.failure and "did not start" or contender.errors.get(scenario.key, "not run")
-                rows.append([contender.name, reason] + ["-"] * 11)
+                rows.append([contender.name, reason] + ["-"] * 13)
                 continue
             mine = _throughput(contender, scenario)
             rows.append([
                 contender.name, fmt(result.requests_per_s), fmt(result.mib_per_s, 1), fmt(result.p50_ms, 2),
                 fmt(result.p99_ms, 2), str(result.errors) + (" !" if contender.errors.get(scenario.key) else ""),
                 ratio(mine, base["direct"]), ratio(mine, base["nginx"]), ratio(mine, base["asgiproxy"]),
-                ratio(result.p99_ms, nginx_p99), _cpu_share(result, proxy=True), _cpu_share(result, proxy=False),
+                ratio(result.p99_ms, nginx_p99), _cpu_share(result, proxy=True),
+                fmt(result.proxy_cpu_us_per_request), ratio(result.proxy_cpu_us_per_request, asgiproxy_cost),
+                _cpu_share(result, proxy=False),
             ])
         lines += [markdown_table(["contender", "req/s", "MiB/s", "p50 ms", "p99 ms", "errors",
                                   f"{unit} vs direct", f"{unit} vs nginx", f"{unit} vs asgiproxy",
-                                  "p99 vs nginx", "proxy CPU", "other load"], rows), ""]
+                                  "p99 vs nginx", "proxy CPU", "CPU µs/req", "CPU/req vs asgiproxy",
+                                  "other load"], rows), ""]
 
     lines += ["## Peak RSS of the proxy after S4", ""]
     rows = [[c.name, "-" if c.peak_rss_bytes is None else fmt(c.peak_rss_bytes / MIB, 1)]
@@ -324,7 +328,8 @@ def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traf
         "",
         "- `proxy CPU`: the proxy's processes' CPU time over the measurement (100% = one CPU). `other load`: CPU "
         "used by everything else on the machine meanwhile (not the origin, the proxy or wrk); above "
-        f"{NOISY_OTHER_LOAD:.0%} of a CPU the row is marked noisy.",
+        f"{NOISY_OTHER_LOAD:.0%} of a CPU the row is marked noisy. `CPU µs/req`: the proxy's CPU time per "
+        "answered request, which other work on the machine disturbs far less than req/s; lower is better.",
         "- wrk runs one thread; p50 and p99 are wrk's latency percentiles. GET requests cycle through 100 "
         "prepared requests, nine in ten carrying one of 90 `strangler_cohort` cookies (returning visitors) "
         "and one in ten none (a first visit, which gets a new cohort); the peers ignore the cookie.",
@@ -349,6 +354,11 @@ def _cpu_share(result: WrkResult, *, proxy: bool) -> str:
     if proxy:
         return f"{cpu.trees[1]:.0%}" if len(cpu.trees) > 1 else "-"
     return f"{cpu.other:.0%}" + (" (noisy)" if cpu.other > NOISY_OTHER_LOAD else "")
+
+
+def _cost(contender: Contender | None, scenario: Scenario) -> float | None:
+    result = contender.result(scenario) if contender else None
+    return result.proxy_cpu_us_per_request if result else None
 
 
 def _throughput(contender: Contender | None, scenario: Scenario) -> float | None:
