@@ -117,16 +117,21 @@ class UpstreamClient:
         """Send the request; return once the upstream's status and headers have arrived."""
         session = self._session or self._open()
         url = URL(self._origin + target, encoded=True)
+        # Counted from before sending: a client retired by a reload must not close under a request
+        # still waiting for its answer.
+        self.in_flight += 1
         try:
             response = await session.request(
                 method, url, headers=CIMultiDict(headers), data=body,
                 allow_redirects=False, compress=None, proxy=None,
             )
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
-            raise _failure(exc, self.upstream.name, route) from exc
+        except BaseException as exc:
+            self.in_flight -= 1
+            if isinstance(exc, (aiohttp.ClientError, OSError, asyncio.TimeoutError)):
+                raise _failure(exc, self.upstream.name, route) from exc
+            raise
         # Stray bytes after a bodiless answer would become the next request's response.
         reusable = method != "HEAD" and response.status not in (204, 304)
-        self.in_flight += 1
         return UpstreamResponse(response, self, reusable)
 
     async def probe(self, path: str, timeout_s: float) -> tuple[bool, str]:
