@@ -78,6 +78,11 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
                      workers: bool = False) -> Starlette:
     """With `workers`, live state comes from the workers' metrics and `on_reload` passes reloads on to them."""
     async def metrics(request: Request) -> Response:
+        runtime = holder.runtime
+        if runtime is not None:
+            for route_rt in runtime.routes.values():
+                for breaker in route_rt.breakers.values():
+                    breaker.state    # an open breaker whose recovery time has passed turns half-open here
         body, content_type = holder.metrics.render()
         return Response(body, media_type=content_type)
 

@@ -13,6 +13,7 @@ from .logs import JSON_ACCESS_LOGGER
 from .metrics import Metrics
 
 if TYPE_CHECKING:
+    from .breaker import BreakerPermit
     from .runtime import UpstreamState
 
 access_log = logging.getLogger("strangler.access")
@@ -35,7 +36,7 @@ class Exchange:
     __slots__ = (
         "metrics", "request_id", "method", "started", "route", "upstream", "status", "attempts",
         "upstream_attempts", "fallback_reason", "new_cohort", "sticky_bucket", "error", "body_complete",
-        "_held",
+        "permit", "_held",
     )
 
     def __init__(self, metrics: Metrics, request_id: str, method: str) -> None:
@@ -53,6 +54,7 @@ class Exchange:
         self.sticky_bucket: int | None = None
         self.error: BaseException | None = None
         self.body_complete = False
+        self.permit: BreakerPermit | None = None    # the answering attempt's, settled when the body ends
         self._held: UpstreamState | None = None
 
     def count_attempt(self) -> None:
@@ -74,6 +76,8 @@ class Exchange:
     def record(self, log_format: str | None) -> None:
         """Count and log the request once it is over (the client's status 499 when it went away)."""
         self.release_upstream()
+        if self.permit is not None:
+            self.permit.release()
         status = self.status if self.status is not None else 499
         seconds = time.perf_counter() - self.started
         metrics = self.metrics

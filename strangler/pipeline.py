@@ -210,7 +210,9 @@ class _Forwarder:
             permit.record_failure()
             pair.attempt("http_5xx")
         else:
-            permit.record_success()
+            # Success is only known once the body has arrived whole: an upstream that
+            # dies mid-body must still open its breaker.
+            self.exchange.permit = permit
             pair.attempt("ok")
         return response
 
@@ -221,7 +223,9 @@ class _Forwarder:
         if error is not None:
             if not isinstance(error, UpstreamError):
                 return False
-            if error.reason is Reason.CONNECT_ERROR:
+            if error.reason in (Reason.CONNECT_ERROR, Reason.UPSTREAM_RESET):
+                # A reset before any answer is mostly a pooled connection the upstream had
+                # just closed; as the request may have reached it, only replayable methods retry.
                 wanted = policy.retry_on_connect_error
             elif error.reason in (Reason.TIMEOUT, Reason.CONNECT_TIMEOUT):
                 wanted = policy.retry_on_timeout
@@ -278,10 +282,16 @@ async def _stream(response: UpstreamResponse, method: str, config: Config, send:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as failure:
             exchange.error = failure
+            if exchange.permit is not None:
+                exchange.permit.record_failure()
             raise ResponseAborted(f"{failure.reason.flag} from {exchange.upstream} mid-body") from failure
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         complete = True
     finally:
+        if exchange.permit is not None:
+            if complete:
+                exchange.permit.record_success()
+            exchange.permit.release()     # resolves once: neutral only if nothing above settled it
         if watcher is not None:
             watcher.cancel()
         exchange.body_complete = complete

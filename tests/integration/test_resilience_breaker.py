@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.support.faults import Scripted, eventually, faults  # noqa: F401  (fixture)
+from tests.support.faults import ResetMidResponse, Scripted, eventually, faults  # noqa: F401  (fixture)
 from tests.support.metrics import breaker_state, scrape
 from tests.support.servers import wait_until
 
@@ -194,3 +194,28 @@ routes:
     assert metrics.value("strangler_upstream_attempts_total", route="orders", upstream="new") == 2
     assert metrics.value("strangler_fallbacks_total", route="orders", reason="circuit_open") == 1
     assert metrics.value("strangler_fallbacks_total", route="orders", reason="http_5xx") == 1
+
+
+def test_an_upstream_that_dies_mid_body_opens_its_breaker(start_proxy, faults):
+    """Success is counted when the body ends whole: failures after the headers count too."""
+    dying = faults(ResetMidResponse(resets=1000))
+    proxy = start_proxy(f"""
+version: 1
+upstreams:
+  new: {{url: "{dying.url}"}}
+routes:
+  - name: reports
+    match: {{path: /}}
+    to: new
+    retry: {{attempts: 1}}
+    circuit_breaker: {{failure_threshold: 3, recovery_timeout: 60s}}
+""")
+    with httpx.Client(base_url=proxy.url, timeout=10) as client:
+        for _ in range(3):
+            with pytest.raises(httpx.HTTPError):
+                client.get("/report").read()
+        assert breaker_state(proxy.admin_url, "reports", "new") == "open"
+        refused = client.get("/report")
+    assert refused.status_code == 503
+    assert refused.json()["reason"] == "circuit_open"
+    assert dying.count == 3
