@@ -92,9 +92,17 @@ def test_workers_add_up_metrics_and_all_reload(tmp_path: Path, start_upstream) -
     path.write_text(split_config(old.url, new.url, 50))
     proxy = ProxyProcess(path, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}).start()
     try:
-        first = 200
-        before_reload = send_on_fresh_connections(proxy.url, first)
-        assert sum(before_reload.values()) == first and set(before_reload) == {"old", "new"}
+        # The parent is ready before its workers have started: send batches until both have served some.
+        before_reload: Counter[str] = Counter()
+
+        def served_by_both_workers() -> bool:
+            before_reload.update(send_on_fresh_connections(proxy.url, 100))
+            counted = per_process(metrics_dir, "counter", "strangler_requests_total")
+            return len([pid for pid, value in counted.items() if value and pid != proxy.pid]) == 2
+
+        wait_until(served_by_both_workers, timeout_s=15, what="both workers to serve requests")
+        first = sum(before_reload.values())
+        assert set(before_reload) == {"old", "new"}
         wait_until(lambda: scrape(proxy.admin_url).value("strangler_requests_total") == first, timeout_s=5,
                    what=f"/metrics to count {first} requests across workers")
         counted = per_process(metrics_dir, "counter", "strangler_requests_total")
