@@ -67,6 +67,7 @@ class UpstreamResponse:
             return
         self._finished = True
         self._client.in_flight -= 1
+        self._client.close_if_retired_and_idle()
         if complete and self._reusable:
             self._response.release()
         else:
@@ -81,6 +82,7 @@ class UpstreamClient:
         self.settings = (upstream.url, upstream.connect_timeout_s, upstream.timeout_s)
         self._origin = upstream.url
         self.in_flight = 0        # responses not yet finished; a retired client closes at 0
+        self._retired = False
         self._session: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=None,
@@ -145,7 +147,13 @@ class UpstreamClient:
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             return False, translate(exc, upstream=self.upstream.name).detail
 
+    def close_if_retired_and_idle(self) -> None:
+        # A request that started on the old config may have reopened a retired pool.
+        if self._retired and self.in_flight == 0 and self._session is not None:
+            asyncio.ensure_future(self.close())
+
     async def close(self) -> None:
+        self._retired = True
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()

@@ -32,6 +32,7 @@ class ConfigHolder:
         self.last_error: ConfigError | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._subscribers: list[Callable[[Runtime], None]] = []
+        self._seen: str | None = None      # fingerprint of the file as last loaded or rejected
 
     def subscribe(self, callback: Callable[[Runtime], None]) -> None:
         """Call `callback` with every runtime swapped in (and the current one now)."""
@@ -41,6 +42,8 @@ class ConfigHolder:
 
     def reload(self) -> Runtime:
         """Load the file and swap it in; on any problem keep the running config and raise ConfigError."""
+        # Whatever asked for this reload (watcher, SIGHUP, POST /reload), the watcher need not repeat it.
+        self._seen = self._fingerprint()
         try:
             config = load_config(self.path)
         except ConfigError as error:
@@ -87,18 +90,19 @@ class ConfigHolder:
         saves and Kubernetes ConfigMap `..data` swaps alike; waiting for the same
         content twice avoids loading a half-written file.
         """
-        seen = self._fingerprint()
+        if self._seen is None:
+            self._seen = self._fingerprint()
         pending: str | None = None
         while True:
             await asyncio.sleep(interval_s)
             current = self._fingerprint()
-            if current == seen:
+            if current == self._seen:
                 pending = None
                 continue
             if current != pending:
                 pending = current
                 continue
-            seen, pending = current, None
+            pending = None
             try:
                 self.reload()
             except ConfigError:

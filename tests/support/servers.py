@@ -75,6 +75,8 @@ class ProxyProcess:
         self.config_path = config_path
         self.port = free_port()
         self.admin_port = free_port()
+        while self.admin_port == self.port:
+            self.admin_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
         self.log_path = config_path.with_suffix(".log")
