@@ -22,6 +22,12 @@ log = logging.getLogger("strangler.proxy")
 RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
 
 
+def _expects_continue(scope: dict[str, Any]) -> bool:
+    """A client that sent `Expect: 100-continue` may or may not send its body after a refusal
+    made without reading it: the connection's next bytes are ambiguous, so it is not reused."""
+    return any(name == b"expect" and value.lower() == b"100-continue" for name, value in scope["headers"])
+
+
 class ProxyApp:
     def __init__(self, holder: ConfigHolder, *, watch: bool = True, health_checks: bool = True) -> None:
         self.holder = holder
@@ -64,7 +70,7 @@ class ProxyApp:
             if exchange.status is not None:
                 raise ResponseAborted(error.detail) from error
             exchange.release_upstream()
-            await self._refuse(send, exchange, error, config.expose_headers)
+            await self._refuse(send, exchange, error, config.expose_headers, close=_expects_continue(scope))
         except ClientDisconnected as gone:
             exchange.error = gone
         except ResponseAborted as aborted:
@@ -76,9 +82,11 @@ class ProxyApp:
             exchange.record(config.access_log.format if config.access_log.enabled else None)
 
     @staticmethod
-    async def _refuse(send: Any, exchange: Exchange, error: ProxyError, expose: bool) -> None:
+    async def _refuse(send: Any, exchange: Exchange, error: ProxyError, expose: bool, *, close: bool = False) -> None:
         body = problem_body(error)
         headers = problem_headers(error, body, expose=expose)
+        if close and not any(name == b"connection" for name, _ in headers):
+            headers.append((b"connection", b"close"))
         headers.append((b"x-request-id", exchange.request_id.encode()))
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})

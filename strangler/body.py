@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from .config.model import MAX_REPLAY_BODY_BYTES
-from .errors import ClientDisconnected, ProxyError, Reason
+from .errors import BadRequest, ClientDisconnected, ProxyError, Reason
 from .headers import RequestFraming
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -65,7 +65,9 @@ class RequestBody:
             async with asyncio.timeout(self._idle_timeout_s):
                 return await self._receive()
         except TimeoutError:
-            raise ClientDisconnected("request body idle too long") from None
+            # A 408 for the client (a bare disconnect here left uvicorn to answer 500).
+            raise ProxyError(f"request body idle for over {self._idle_timeout_s:g}s",
+                             reason=Reason.REQUEST_TIMEOUT) from None
 
     async def _stream(self) -> AsyncIterator[bytes]:
         self._started = True
@@ -92,6 +94,8 @@ class RequestBody:
                 yield chunk
             if not message.get("more_body", False):
                 if expected is not None and total != expected:
-                    raise ClientDisconnected("request body shorter than its Content-Length")
+                    # Only when the parser stopped at an upgrade request (a gone client is an
+                    # http.disconnect above): the body can never be read, so refuse it.
+                    raise BadRequest("request body not readable (an upgrade request with a body)")
                 self._complete = True
                 return

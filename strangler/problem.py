@@ -35,7 +35,8 @@ def problem_headers(error: ProxyError, body: bytes, *, expose: bool) -> list[tup
     if expose:
         headers.append((b"x-strangler-route", (error.route or "").encode()))
         headers.append((b"x-strangler-upstream", (error.upstream or "").encode()))
-    if error.status == 400:
-        # A request the proxy could not read safely: do not reuse the connection.
+    if error.status in (400, 408, 413):
+        # A request the proxy could not read safely, or whose body it did not read (all of):
+        # do not reuse the connection, whose next bytes may be that body.
         headers.append((b"connection", b"close"))
     return headers
