@@ -35,6 +35,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._header_count = 0
         self._url_bytes = 0
+        self._in_head = False                          # a request line/headers are being parsed
+        self._pending_refusal: ProxyError | None = None  # waits for the responses ahead of it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -45,12 +47,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._pending_refusal is not None:
+            return      # the parser stopped at a bad request; nothing after it is read
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            # Upgrades (h2c, websocket) are not forwarded; the app refuses what reaches it.
-            pass
+            # Upgrades (h2c, websocket) are not forwarded; the app refuses what reaches it. The
+            # parser reads nothing after an upgrade request, so the connection ends with its answer
+            # (else requests pipelined behind it would go unanswered on a connection held open).
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()      # the app refuses the handshake: 403
+            elif self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.keep_alive = False
+            elif not self.transport.is_closing():
+                self.transport.close()
         except httptools.HttpParserError as error:
             refused = error.__context__ if isinstance(error.__context__, _Refused) else None
             if refused is None:
@@ -61,6 +72,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = self._header_count = self._url_bytes = 0
+        self._in_head = True
         if self._header_deadline is None:
             self._arm_header_deadline()
 
@@ -81,11 +93,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         limits = current_limits
         if self._header_count > limits.max_header_count or self._header_bytes > limits.max_header_bytes:
             raise _Refused(ProxyError("request header fields over the limit", reason=Reason.HEADERS_TOO_LARGE))
+        if not self._in_head:
+            # A trailer field after a chunked body: uvicorn would append it to the request's
+            # headers (which may not have been read yet). Never merged into the header section.
+            return
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         self._disarm_header_deadline()
         super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        last = not self.pipeline
+        super().on_response_complete()
+        # A refused pipelined request is answered in its turn, after the responses ahead of it.
+        if self._pending_refusal is not None and last:
+            error, self._pending_refusal = self._pending_refusal, None
+            if not self.transport.is_closing():
+                self._write_refusal(error)
 
     def _arm_header_deadline(self) -> None:
         self._header_deadline = self.loop.call_later(current_limits.header_timeout_s, self._headers_too_slow)
@@ -100,13 +126,36 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport is None or self.transport.is_closing():
             return
         if self.cycle is not None and not self.cycle.response_complete:
-            return  # a request is being served; its headers were complete
+            # The head of a pipelined request has begun while earlier ones are served (reading may
+            # be paused meanwhile): judge it a full deadline after they are out, not never.
+            self._arm_header_deadline()
+            return
         if self._header_count == 0 and self._url_bytes == 0:
             self.transport.close()   # nothing sent at all: an idle connection, close quietly
             return
         self._refuse(ProxyError("request headers not received in time", reason=Reason.REQUEST_TIMEOUT))
 
     def _refuse(self, error: ProxyError) -> None:
+        if self._pending_refusal is not None:
+            return
+        if self._in_head:
+            if self.cycle is not None and not self.cycle.response_complete:
+                # Requests ahead of this one are still being answered: the refusal must not
+                # overtake their responses (the client would take it for theirs).
+                self._pending_refusal = error
+                return
+        elif self.pipeline:
+            # The body of a queued request is broken: it is never served; refused in its turn.
+            self.pipeline.popleft()
+            self._pending_refusal = error
+            return
+        elif self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete:
+            # Its own answer is already on the wire: the connection can only end, broken.
+            self.transport.close()
+            return
+        self._write_refusal(error)
+
+    def _write_refusal(self, error: ProxyError) -> None:
         status = error.status
         body = problem_body(error)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
