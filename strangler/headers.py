@@ -69,6 +69,18 @@ def request_framing(raw_headers: Sequence[tuple[bytes, bytes]]) -> RequestFramin
     return RequestFraming(None, False)
 
 
+def check_host(raw_headers: Sequence[tuple[bytes, bytes]], http_version: str) -> None:
+    """Exactly one Host (none is allowed only before HTTP/1.1), as RFC 9112 section 3.2 requires.
+
+    With two, the proxy would route on one while the upstream may act on the other.
+    """
+    count = sum(1 for name, _ in raw_headers if name.lower() == b"host")
+    if count > 1:
+        raise BadRequest("more than one Host header")
+    if count == 0 and http_version not in ("1.0", "0.9"):
+        raise BadRequest("no Host header")
+
+
 def is_trusted(address: str | None, trusted: Sequence[IPNetwork]) -> bool:
     if not trusted or not address:
         return False

@@ -16,7 +16,9 @@ from .errors import (
 )
 from .exchange import Exchange
 from .forward import UpstreamResponse
-from .headers import client_address, client_response_headers, is_trusted, request_framing, upstream_request_headers
+from .headers import (
+    check_host, client_address, client_response_headers, is_trusted, request_framing, upstream_request_headers,
+)
 from .paths import normalize_path, strip_prefix
 from .retry import call_with_retries
 from .routing import RequestHead
@@ -38,6 +40,7 @@ async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     query: bytes = scope.get("query_string", b"")
     raw_headers = scope["headers"]
     _check_limits(config, raw_path, query, raw_headers)
+    check_host(raw_headers, scope.get("http_version", "1.1"))
     head = RequestHead(scope["method"], normalize_path(raw_path), raw_headers)
 
     route_rt = runtime.match(head)
