@@ -65,6 +65,7 @@ class Contender:
     results: dict[str, list[WrkResult]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     peak_rss_bytes: int | None = None
+    log_problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -187,6 +188,7 @@ class WorkerScaling:
     one: WrkResult | None = None
     two: WrkResult | None = None
     failure: str | None = None
+    log_problems: list[str] = field(default_factory=list)
 
     @property
     def per_cpu_ratio(self) -> float | None:
@@ -228,7 +230,23 @@ def measure_worker_scaling(processes: Processes, workdir: Path, origin: Started,
     if s1.key in two.errors:
         scaling.failure = two.errors[s1.key]
     processes.stop(two.process)
+    scaling.log_problems = log_problems(two.process.log_path)
     return scaling
+
+
+LOG_PROBLEM = re.compile(r"\b(ERROR|CRITICAL|WARNING|Traceback|\[(emerg|alert|crit|error)\])\b")
+
+
+def log_problems(path: Path, keep: int = 8) -> list[str]:
+    """The log lines that report something wrong: a count, then the first few of them."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found = [line.strip() for line in lines if LOG_PROBLEM.search(line)]
+    if not found:
+        return []
+    return [f"{len(found)} line(s) reporting a problem; the first:"] + [line[:300] for line in found[:keep]]
 
 
 def _cpu_set(cpus: str) -> set[int]:
@@ -303,6 +321,8 @@ def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traf
 
     if scaling is not None:
         lines += ["## strangler `--workers 2`, S1", ""]
+        if scaling.log_problems:
+            lines += [f"Its log: {scaling.log_problems[0]}", "", "```", *scaling.log_problems[1:], "```", ""]
         if scaling.failure:
             lines += [f"Failed: {scaling.failure}", ""]
         elif scaling.one and scaling.two:
@@ -317,6 +337,14 @@ def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traf
                           f"CPU {scaling.cpus_two}, so this shows the cost of running two workers (multiprocess "
                           "metrics, accept contention) rather than how they scale. Scaling needs 3 or more CPUs.",
                           ""]
+
+    problems = [(c.name, c.log_problems) for c in contenders.values() if c.log_problems]
+    lines += ["## Problems in the contenders' logs", ""]
+    if problems:
+        for name, found in problems:
+            lines += [f"`{name}`: {found[0]}", "", "```", *found[1:], "```", ""]
+    else:
+        lines += ["None: no contender logged an error or a warning during the run.", ""]
 
     if traffic:
         lines += ["## What strangler saw (its own metrics, whole run)", ""]
@@ -525,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         processes.stop_all()
+        for contender in contenders.values():
+            if contender.process is not None:
+                contender.log_problems = log_problems(contender.process.log_path)
         shutil.rmtree(workdir, ignore_errors=True)
 
     report = render(contenders, scaling, traffic, args, tools, started_at)
