@@ -65,13 +65,13 @@ class Exchange:
         """Bulkhead permit taken for `state`: track it so it is released exactly once."""
         self._held = state
         self.upstream_attempts = 0
-        self.metrics.inflight.labels(state.upstream.name).inc()
+        self.metrics.inflight_of(state.upstream.name).inc()
 
     def release_upstream(self) -> None:
         held, self._held = self._held, None
         if held is not None:
             held.bulkhead.release()
-            self.metrics.inflight.labels(held.upstream.name).dec()
+            self.metrics.inflight_of(held.upstream.name).dec()
 
     def record(self, log_format: str | None) -> None:
         """Count and log the request once it is over (the client's status 499 when it went away)."""

@@ -14,8 +14,8 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade",
     b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
 })
-# The proxy frames the body itself and answers `Expect: 100-continue` itself.
-_REFRAMED = frozenset({b"content-length", b"expect"})
+# The proxy frames the body itself, answers `Expect: 100-continue` itself, and sets one X-Request-ID.
+_REFRAMED = frozenset({b"content-length", b"expect", b"x-request-id"})
 _FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
 VIA = b"1.1 strangler"
 
@@ -159,7 +159,7 @@ def client_address(peer_ip: str | None, raw_headers: Sequence[tuple[bytes, bytes
 
 
 def client_response_headers(raw_headers: Sequence[tuple[bytes, bytes]], status: int) -> Headers:
-    """The upstream's response headers minus hop-by-hop fields; every Set-Cookie kept."""
+    """The upstream's response headers minus hop-by-hop fields and its X-Request-ID; every Set-Cookie kept."""
     named = _connection_named(raw_headers)
     chunked = any(name.lower() == b"transfer-encoding" for name, _ in raw_headers)
     # No body may follow a 204 or 304, and uvicorn would wait for one if told its length.
@@ -167,7 +167,7 @@ def client_response_headers(raw_headers: Sequence[tuple[bytes, bytes]], status: 
     out: Headers = []
     for name, value in raw_headers:
         lower = name.lower()
-        if _is_hop_by_hop(lower, named) or (drop_length and lower == b"content-length"):
+        if _is_hop_by_hop(lower, named) or lower == b"x-request-id" or (drop_length and lower == b"content-length"):
             continue
         out.append((name, value))
     return out

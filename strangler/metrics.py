@@ -60,6 +60,7 @@ class Metrics:
                                     ["route", "upstream", "reason"], registry=r)
         self._requests_cache: dict[tuple[str, str, str, int], Counter] = {}
         self._pair_cache: dict[tuple[str, str], PairMetrics] = {}
+        self._inflight_cache: dict[str, Gauge] = {}
 
     def pair(self, route: str, upstream: str) -> "PairMetrics":
         key = (route, upstream)
@@ -67,6 +68,12 @@ class Metrics:
         if found is None:
             found = self._pair_cache[key] = PairMetrics(self, route, upstream)
         return found
+
+    def inflight_of(self, upstream: str) -> Gauge:
+        child = self._inflight_cache.get(upstream)
+        if child is None:
+            child = self._inflight_cache[upstream] = self.inflight.labels(upstream)
+        return child
 
     def count_request(self, route: str, upstream: str, method: str, code: int) -> None:
         key = (route, upstream, method, code)

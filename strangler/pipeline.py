@@ -39,7 +39,6 @@ async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
     query: bytes = scope.get("query_string", b"")
     raw_headers = scope["headers"]
-    _check_limits(config, raw_path, query, raw_headers)
     check_host(raw_headers, scope.get("http_version", "1.1"))
     head = RequestHead(scope["method"], normalize_path(raw_path), raw_headers)
 
@@ -71,8 +70,7 @@ async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     upstream_headers = upstream_request_headers(
         raw_headers, client_ip=peer, scheme=scope.get("scheme", "http"), trusted_client=trusted,
     )
-    # One X-Request-ID, the proxy's (the client's own when it was sane), never the client's as well.
-    upstream_headers = [(name, value) for name, value in upstream_headers if name.lower() != "x-request-id"]
+    # One X-Request-ID, the proxy's (the client's own when it was sane): headers.py drops the client's.
     upstream_headers.append(("X-Request-ID", exchange.request_id))
     if framing.content_length is not None:
         upstream_headers.append(("Content-Length", str(framing.content_length)))
@@ -87,19 +85,6 @@ async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     response = await forwarder.run(assignment.upstream)
     secure = scope.get("scheme") == "https" or (trusted and head.header("x-forwarded-proto") == "https")
     await _stream(response, head.method, config, send, receive, exchange, secure)
-
-
-def _check_limits(config: Config, raw_path: bytes, query: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
-    limits = config.limits
-    if len(raw_path) + len(query) + 1 > limits.max_url_bytes:
-        raise ProxyError(f"request target over {limits.max_url_bytes} bytes", reason=Reason.URI_TOO_LONG)
-    if len(raw_headers) > limits.max_header_count:
-        raise ProxyError(f"more than {limits.max_header_count} header fields", reason=Reason.HEADERS_TOO_LARGE)
-    size = 0
-    for name, value in raw_headers:
-        size += len(name) + len(value) + 4
-    if size > limits.max_header_bytes:
-        raise ProxyError(f"header fields over {limits.max_header_bytes} bytes", reason=Reason.HEADERS_TOO_LARGE)
 
 
 class _Forwarder:
@@ -256,9 +241,8 @@ def _attempt_outcome(reason: Reason) -> str:
 async def _stream(response: UpstreamResponse, method: str, config: Config, send: Any, receive: Any,
                   exchange: Exchange, secure: bool) -> None:
     status = response.status
-    # Upstreams often echo X-Request-ID: the client gets it once, as the proxy logged it.
-    headers = [(name, value) for name, value in client_response_headers(response.raw_headers, status)
-               if name.lower() != b"x-request-id"]
+    # Upstreams often echo X-Request-ID: headers.py drops theirs, the client gets it once, as logged.
+    headers = client_response_headers(response.raw_headers, status)
     if config.expose_headers:
         headers.append((b"x-strangler-route", exchange.route.encode()))
         headers.append((b"x-strangler-upstream", exchange.upstream.encode()))
