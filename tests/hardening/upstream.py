@@ -5,14 +5,15 @@ repeated ones too, the connection it came on), so a test can check that the
 upstream received exactly one framing header, that a request never arrived,
 or that a broken connection was not used again.
 
-What it answers depends on the path it receives:
+What it answers depends on the path it receives (a marker may come anywhere in it,
+so `/route/<test id>/bad/extra` works):
 
 - anything else          200, `X-Echo-Id` = the request's X-Test-Id, body `id=<id> conn=<n>` (padded to
                          `?size=N` bytes), Content-Length framed; `?chunked=1` frames it chunked
-- `/status/<code>`       that status; 204/304 with no body (the 304 with a Content-Length, as allowed)
-- `/bad/garbage`         bytes that are not HTTP, then the connection closes
-- `/bad/extra`           Content-Length 5 and more bytes than that: a whole stray response follows
-- `/bad/204-body`, `/bad/304-body`, HEAD on `/bad/head-body`
+- `.../status/<code>`    that status; 204/304 with no body (the 304 with a Content-Length, as allowed)
+- `.../bad/garbage`      bytes that are not HTTP, then the connection closes
+- `.../bad/extra`        Content-Length 5 and more bytes than that: a whole stray response follows
+- `.../bad/204-body`, `.../bad/304-body`, HEAD on `.../bad/head-body`
                          a bodyless answer followed by the same stray response
 
 After a broken answer the connection stays open and keeps serving, so a client
@@ -199,6 +200,9 @@ async def _answer(seen: Seen, writer: asyncio.StreamWriter) -> bool:
     """Write the answer; False closes the connection."""
     split = urlsplit(seen.target)
     path, query = split.path, parse_qs(split.query)
+    for marker in ("/bad/", "/status/"):
+        if marker in path:
+            path = marker + path.split(marker, 1)[1]
     head = seen.method == "HEAD"
     echo = [("Content-Type", "text/plain"), ("X-Echo-Id", seen.test_id or "-"), ("X-Conn", str(seen.conn))]
     if path == "/bad/garbage":

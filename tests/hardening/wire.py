@@ -51,3 +51,59 @@ def closes_after(connection: RawConnection, timeout_s: float = 3.0) -> bool:
         return True
     except (socket.timeout, TimeoutError):
         return False
+
+
+@dataclass
+class Fetched:
+    """One response read off the wire, whole or not."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    complete: bool                # False: the connection ended before the framing said the body was over
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+def fetch(port: int, method: str, target: str, *, test_id: str = "-", body: bytes = b"",
+          timeout_s: float = 10.0) -> Fetched:
+    """One request on a new connection; the response as far as it came (`complete` says if whole)."""
+    head = [f"{method} {target} HTTP/1.1", "Host: shop.test", f"X-Test-Id: {test_id}", "Connection: close"]
+    if body or method in ("POST", "PUT"):
+        head.append(f"Content-Length: {len(body)}")
+    with RawConnection(port, timeout_s=timeout_s) as connection:
+        connection.send(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        raw_head = connection._read_until(b"\r\n\r\n")
+        status_line, *lines = raw_head[:-4].decode("latin-1").split("\r\n")
+        headers = [(name, value.strip()) for name, _, value in (line.partition(":") for line in lines)]
+        fetched = Fetched(int(status_line.split(" ")[1]), headers, b"", True)
+        length = fetched.header("content-length")
+        chunked = (fetched.header("transfer-encoding") or "").lower() == "chunked"
+        if method == "HEAD" or fetched.status in (204, 304):
+            return fetched
+        try:
+            if chunked:
+                out = bytearray()
+                while True:
+                    size = int(connection._read_until(b"\r\n").split(b";")[0], 16)
+                    if size == 0:
+                        connection._read_until(b"\r\n")
+                        break
+                    out += connection._read_exactly(size + 2)[:-2]
+                    fetched.body = bytes(out)
+                fetched.body = bytes(out)
+            elif length is not None:
+                fetched.body = connection._read_exactly(int(length))
+            else:
+                while connection._fill():
+                    pass
+                fetched.body = connection._buffer
+        except (ConnectionError, OSError):
+            fetched.complete = False
+            if not chunked:
+                fetched.body = connection._buffer
+        return fetched
