@@ -19,6 +19,9 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--host", default="127.0.0.1")
             command.add_argument("--port", type=int, default=8001)
             command.add_argument("--log-level", default="info")
+            command.add_argument("--publish-to", action="append", default=[], metavar="NAME=URL",
+                                 help="a service that gets the shop's events, repeatable "
+                                      "(default: $STRANGLER_PUBLISH_TO)")
     return parser
 
 
@@ -45,9 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "runserver":
         import uvicorn
 
+        from extracted_services.common.cli import log_to_stderr
+        from extracted_services.common.wiring import Wiring, parse_pairs
         from legacy_monolith.asgi import build_app
 
-        uvicorn.run(build_app(), host=args.host, port=args.port, log_level=args.log_level,
+        try:
+            wiring = Wiring.from_env()
+            if args.publish_to:
+                wiring = wiring.with_(publish_to=parse_pairs(args.publish_to, what="--publish-to"))
+        except ValueError as exc:
+            print(f"legacy_monolith: {exc}", file=sys.stderr)
+            return 2
+        log_to_stderr(args.log_level)
+        uvicorn.run(build_app(wiring=wiring), host=args.host, port=args.port, log_level=args.log_level,
                     timeout_graceful_shutdown=5)
     return 0
 

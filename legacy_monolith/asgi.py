@@ -11,9 +11,12 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from extracted_services.common import internal
+from extracted_services.common.wiring import Wiring
 from legacy_monolith import settings, urls
 from legacy_monolith.csrf import CsrfFailure
 from legacy_monolith.db import Database
+from legacy_monolith.events.handlers import EVENT_HANDLERS
 from legacy_monolith.middleware import SessionMiddleware, append_slash_or_not_found
 from legacy_monolith.shortcuts import ApiError, json_error
 
@@ -33,10 +36,12 @@ async def _csrf_failure(request: Request, exc: CsrfFailure) -> Response:
     return _error_page(403, "Forbidden", f"CSRF verification failed. Request aborted. ({exc})")
 
 
-def build_app(data_dir: Path | None = None) -> Starlette:
+def build_app(data_dir: Path | None = None, *, wiring: Wiring | None = None) -> Starlette:
+    """The shop on one database; `wiring` (default: from the environment) says which services get its events."""
     data_dir = Path(data_dir) if data_dir is not None else settings.data_dir()
     database = Database(data_dir / settings.DATABASE_NAME)
     app = Starlette(
+        lifespan=internal.lifespan(),       # the outbox relay runs while the shop serves
         routes=urls.urlpatterns,
         middleware=[
             Middleware(GZipMiddleware, minimum_size=settings.GZIP_MINIMUM_SIZE),
@@ -50,4 +55,6 @@ def build_app(data_dir: Path | None = None) -> Starlette:
     app.router.default = append_slash_or_not_found
     app.state.database = database
     app.state.upload_dir = data_dir / settings.UPLOAD_DIR_NAME
+    internal.install(app, database=database, source="legacy", wiring=wiring or Wiring.from_env(),
+                     handlers=EVENT_HANDLERS)
     return app

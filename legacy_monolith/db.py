@@ -60,6 +60,21 @@ class Database:
             conn.close()
 
 
+def next_id(conn: sqlite3.Connection, table: str) -> int:
+    """The id for a row the monolith creates, inside the caller's transaction.
+
+    Rows copied from an extracted service carry ids above settings.SERVICE_ID_BASE;
+    the monolith keeps counting below it, so an id means the same row on both sides
+    (SQLite's own AUTOINCREMENT would jump past the copies and collide with the
+    service's next ids).
+    """
+    last = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table} WHERE id <= ?",
+                        (settings.SERVICE_ID_BASE,)).fetchone()[0]
+    if last >= settings.SERVICE_ID_BASE:
+        raise RuntimeError(f"{table}: the monolith's ids are used up (at most {settings.SERVICE_ID_BASE})")
+    return last + 1
+
+
 def default_database() -> Database:
     return Database(settings.data_dir() / settings.DATABASE_NAME)
 

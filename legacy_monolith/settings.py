@@ -23,7 +23,12 @@ INSTALLED_APPS = (
     "legacy_monolith.orders",
     "legacy_monolith.payments",
     "legacy_monolith.shipping",
+    "legacy_monolith.events",
 )
+
+# Ids above this are made by the extracted services (their rows reach us as events);
+# the monolith allocates below it. Must match extracted_services.common.db.SERVICE_ID_BASE.
+SERVICE_ID_BASE = 1_000_000_000
 
 SESSION_COOKIE_NAME = "sessionid"
 SESSION_COOKIE_AGE_S = 14 * 24 * 3600

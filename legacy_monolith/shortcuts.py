@@ -84,6 +84,21 @@ async def read_json(request: Request) -> dict[str, Any]:
     return data
 
 
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def idempotency_key(request: Request, *, required: bool = False) -> str | None:
+    """The Idempotency-Key header: a repeat with the same key is answered, never performed, twice."""
+    key = request.headers.get("idempotency-key")
+    if key is None or not key.strip():
+        if required:
+            raise ApiError(400, "invalid", "Send an Idempotency-Key header: a retried charge must not charge twice")
+        return None
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ApiError(400, "invalid", f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    return key.strip()
+
+
 def positive_int(data: dict[str, Any], key: str) -> int:
     value = data.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -6,6 +6,7 @@ from starlette.routing import BaseRoute, Route
 
 from legacy_monolith.accounts import urls as accounts
 from legacy_monolith.core import urls as core
+from legacy_monolith.events import urls as events
 from legacy_monolith.inventory import urls as inventory
 from legacy_monolith.orders import urls as orders
 from legacy_monolith.payments import urls as payments
@@ -30,4 +31,5 @@ urlpatterns = [
     *include("/api/inventory", inventory.api_urlpatterns, inventory.app_name),
     *include("/api/orders", orders.api_urlpatterns, orders.app_name),
     *include("/api/payments", payments.api_urlpatterns, payments.app_name),
+    *include("", events.urlpatterns, events.app_name),
 ]

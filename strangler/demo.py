@@ -3,11 +3,17 @@
 Prepares fresh data (migrate and seed the monolith, each service imports from it),
 starts every server as a child in its own process group, waits until each is ready,
 prints where to look, and on Ctrl-C or SIGTERM stops every child it started.
+
+The children are wired to keep each other's data in sync: the monolith publishes its
+domain events to every service, each service publishes its own back to the monolith
+(all with one random token per run), and orders_service's saga calls inventory_service
+and whichever side the config routes POST /api/payments/ to.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,6 +27,7 @@ from urllib.parse import urlsplit
 
 from .config.loader import ConfigError, load_config
 from .config.model import Address, Config
+from .routing import RequestHead, RoutingTable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_DEADLINE_S = 15.0
@@ -60,8 +67,35 @@ def _prepare_commands(config: Config) -> list[list[str]]:
     return commands
 
 
+def _owner(config: Config, method: str, path: str) -> str | None:
+    """The upstream that takes most of `method path` in the config (the first listed on a tie)."""
+    route = RoutingTable(config.routes).match(RequestHead(method, path, []))
+    if route is None:
+        return None
+    return max(route.split, key=lambda share: share[1])[0]
+
+
+def _wiring(config: Config) -> dict[str, list[str]]:
+    """Per bundled upstream, the flags that say where its events go and whom it calls."""
+    urls = {upstream.name: upstream.url for upstream in config.upstreams if upstream.name in PROGRAMS}
+    services = [name for name in urls if name != "legacy"]
+    flags: dict[str, list[str]] = {name: [] for name in urls}
+    if "legacy" in urls:
+        for name in services:
+            flags["legacy"] += ["--publish-to", f"{name}={urls[name]}"]
+            flags[name] += ["--publish-to", f"legacy={urls['legacy']}"]
+    if "orders" in urls:
+        # Charges go where the config sends payments now: the monolith until payments is extracted.
+        payments = _owner(config, "POST", "/api/payments/")
+        for peer, name in (("inventory", "inventory"), ("payments", payments)):
+            if name in urls:
+                flags["orders"] += ["--peer", f"{peer}={urls[name]}"]
+    return flags
+
+
 def _children(config: Config, config_path: str) -> list[Child]:
     children = []
+    wiring = _wiring(config)
     for upstream in config.upstreams:
         module = PROGRAMS.get(upstream.name)
         if module is None:
@@ -69,7 +103,8 @@ def _children(config: Config, config_path: str) -> list[Child]:
             continue
         origin = urlsplit(upstream.url)
         host, port = origin.hostname or "127.0.0.1", origin.port or 80
-        args = [sys.executable, "-m", module, "runserver", "--host", host, "--port", str(port), "--log-level", "warning"]
+        args = [sys.executable, "-m", module, "runserver", "--host", host, "--port", str(port), "--log-level", "warning",
+                *wiring[upstream.name]]
         base = f"http://{_reachable(host)}:{port}"
         children.append(Child(name=upstream.name, args=args, url=base, ready_url=f"{base}/health/ready"))
     admin = f"http://{_reachable(config.admin.host)}:{config.admin.port}"
@@ -145,8 +180,9 @@ def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
         pass
 
 
-def _banner(config: Config, config_path: str, children: list[Child], data_dir: Path) -> str:
+def _banner(config: Config, config_path: str, children: list[Child], data_dir: Path, token: str) -> str:
     proxy, admin = _origin(config.listen), _origin(config.admin)
+    orders, legacy = _child_url(children, "orders"), _child_url(children, "legacy")
     lines = ["", "strangler demo is up.", f"  {'proxy':<10} {proxy}   <- send requests here",
              f"  {'admin':<10} {admin}   (/routes, /metrics, /health/ready)"]
     lines += [f"  {c.name:<10} {c.url}   ({PROGRAMS[c.name]})" for c in children if c.name in PROGRAMS]
@@ -160,6 +196,11 @@ def _banner(config: Config, config_path: str, children: list[Child], data_dir: P
         f"  curl -si -X POST -H 'Content-Type: application/json' \\",
         f"       -d '{{\"customer_email\": \"you@example.com\", \"lines\": [{{\"sku\": \"BNS-1KG\", \"quantity\": 1}}]}}' \\",
         f"       {proxy}/api/orders/                                              # writes stay on legacy",
+        f"  curl -s {orders}/api/orders/25/               # that order, copied to orders_service by its event",
+        f"  curl -si -X POST -H 'Content-Type: application/json' -d '{{\"customer_email\": \"you@example.com\", "
+        f"\"lines\": [{{\"sku\": \"ESP-001\", \"quantity\": 1}}]}}' \\",
+        f"       {orders}/api/orders/             # the order saga: stock, payment, confirm; the shop gets a copy",
+        f"  curl -s -H 'Authorization: Bearer {token}' {legacy}/outbox/   # events, dead letters; also /metrics",
         f"  curl -si {proxy}/orders                                  # redirect Location points at the proxy",
         f"  curl -s {admin}/routes",
         f"  curl -s {admin}/metrics | grep strangler_requests_total",
@@ -169,6 +210,10 @@ def _banner(config: Config, config_path: str, children: list[Child], data_dir: P
         "",
     ]
     return "\n".join(lines)
+
+
+def _child_url(children: list[Child], name: str) -> str:
+    return next((child.url for child in children if child.name == name), "http://127.0.0.1")
 
 
 def run_demo(config_path: str = "config/routes.yaml") -> int:
@@ -184,7 +229,9 @@ def run_demo(config_path: str = "config/routes.yaml") -> int:
     data_dir = Path(os.environ.get("STRANGLER_DATA_DIR") or REPO_ROOT / "var").resolve()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "STRANGLER_DATA_DIR": str(data_dir), "PYTHONPATH": python_path}
+    # One secret per run for /events/ and the other internal endpoints of the children.
+    env = {**os.environ, "STRANGLER_DATA_DIR": str(data_dir), "PYTHONPATH": python_path,
+           "STRANGLER_EVENTS_TOKEN": os.environ.get("STRANGLER_EVENTS_TOKEN") or secrets.token_hex(16)}
 
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -222,7 +269,7 @@ def _run(config: Config, config_path: str, data_dir: Path, env: dict[str, str], 
             return 1
         waiting = {name: url for name, url in waiting.items() if not _is_ready(url)}
         stop.wait(0.1)
-    print(_banner(config, config_path, children, data_dir), flush=True)
+    print(_banner(config, config_path, children, data_dir, env["STRANGLER_EVENTS_TOKEN"]), flush=True)
     while not stop.wait(0.5):
         if supervisor.exited():
             print(f"strangler demo: {', '.join(supervisor.exited())}; stopping the rest", file=sys.stderr)

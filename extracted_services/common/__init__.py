@@ -1,1 +1,2 @@
-"""Plumbing the extracted services share: SQLite, health, JSON errors, the command line."""
+"""Plumbing the extracted services share: SQLite, health, JSON errors, the command line, and the
+domain events (outbox, relay, inbox) that the monolith uses too."""

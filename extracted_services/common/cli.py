@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from extracted_services.common import db
 from extracted_services.common.app import build_app, data_dir, database_for
 from extracted_services.common.legacy import LEGACY_DATABASE_NAME, ImportRefused, import_from_legacy
 from extracted_services.common.service import Service
+from extracted_services.common.wiring import PEERS_ENV, PUBLISH_TO_ENV, Wiring, parse_pairs
 
 
 def _parser(service: Service) -> argparse.ArgumentParser:
@@ -23,9 +25,24 @@ def _parser(service: Service) -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=service.default_port)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--publish-to", action="append", default=[], metavar="NAME=URL",
+                       help=f"a subscriber for this service's events, repeatable (default: ${PUBLISH_TO_ENV})")
+    serve.add_argument("--peer", action="append", default=[], metavar="NAME=URL",
+                       help=f"a service this one calls, e.g. inventory=http://127.0.0.1:8102 (default: ${PEERS_ENV})")
     for command in (migrate, copy, serve):
         command.add_argument("--data-dir", help="where the databases live (default: $STRANGLER_DATA_DIR or var/)")
     return parser
+
+
+def log_to_stderr(level: str) -> None:
+    """Outbox, inbox and saga lines (loggers under `strangler.`) to stderr, beside uvicorn's own."""
+    logger = logging.getLogger("strangler")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO")
 
 
 def main(service: Service, argv: list[str] | None = None) -> int:
@@ -50,6 +67,16 @@ def main(service: Service, argv: list[str] | None = None) -> int:
         return 0
     import uvicorn  # only the serving command needs it
 
-    uvicorn.run(build_app(service, directory), host=args.host, port=args.port, log_level=args.log_level,
+    try:
+        wiring = Wiring.from_env()
+        if args.publish_to:
+            wiring = wiring.with_(publish_to=parse_pairs(args.publish_to, what="--publish-to"))
+        if args.peer:
+            wiring = wiring.with_(peers=parse_pairs(args.peer, what="--peer"))
+    except ValueError as exc:
+        print(f"{service.name}: {exc}", file=sys.stderr)
+        return 2
+    log_to_stderr(args.log_level)
+    uvicorn.run(build_app(service, directory, wiring=wiring), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=5)
     return 0

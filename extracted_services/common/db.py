@@ -9,6 +9,11 @@ from pathlib import Path
 
 Migration = tuple[str, str]  # (name, SQL statements separated by ';')
 
+# While a context is split, the monolith and its service both create rows (orders,
+# reservations, payments) and copy each other's. The monolith keeps ids up to this
+# number, a service makes ids above it, so an id means the same row on both sides.
+SERVICE_ID_BASE = 1_000_000_000
+
 _MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
 )
@@ -55,6 +60,12 @@ class Database:
         finally:
             if owned:
                 conn.close()
+
+
+def next_service_id(conn: sqlite3.Connection, table: str) -> int:
+    """The id for a row this service creates: above SERVICE_ID_BASE, past every one made before (caller's transaction)."""
+    last = conn.execute(f"SELECT max(id) FROM {table} WHERE id > ?", (SERVICE_ID_BASE,)).fetchone()[0]
+    return (last or SERVICE_ID_BASE) + 1
 
 
 def _statements(sql: str) -> list[str]:

@@ -51,6 +51,21 @@ def positive_int(data: dict[str, Any], key: str) -> int:
     return value
 
 
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+def idempotency_key(request: Request, *, required: bool = False) -> str | None:
+    """The Idempotency-Key header: a repeat with the same key is answered, never performed, twice."""
+    key = request.headers.get("idempotency-key")
+    if key is None or not key.strip():
+        if required:
+            raise ApiError(400, "invalid", "Send an Idempotency-Key header: a retried charge must not charge twice")
+        return None
+    if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise ApiError(400, "invalid", f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters")
+    return key.strip()
+
+
 def optional_int_param(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None:

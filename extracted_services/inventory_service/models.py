@@ -6,7 +6,9 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-from extracted_services.common.db import Database
+from extracted_services.common.db import Database, next_service_id
+from extracted_services.common.outbox import SCHEMA as OUTBOX_SCHEMA
+from extracted_services.common.outbox import now_iso, record_event
 
 MIGRATIONS = [
     (
@@ -29,10 +31,24 @@ MIGRATIONS = [
         CREATE INDEX reservations_sku ON reservations (sku)
         """,
     ),
+    (
+        "0002_idempotent_reservations",
+        """
+        ALTER TABLE reservations ADD COLUMN idempotency_key TEXT;
+        ALTER TABLE reservations ADD COLUMN released_at TEXT;
+        CREATE UNIQUE INDEX reservations_idempotency_key ON reservations (idempotency_key);
+        CREATE TABLE cancelled_reservation_keys (
+            idempotency_key TEXT PRIMARY KEY,
+            cancelled_at TEXT NOT NULL
+        )
+        """,
+    ),
+    ("0003_outbox", OUTBOX_SCHEMA),
 ]
-TABLES = ("reservations", "products")
+TABLES = ("cancelled_reservation_keys", "reservations", "products")
 
 Product = dict[str, Any]
+_RESERVATION = "SELECT id, sku, quantity, order_id, released_at FROM reservations"
 _PRODUCT = "SELECT sku, name, price_cents, on_hand, reserved, on_hand - reserved AS available FROM products"
 
 
@@ -44,6 +60,16 @@ class UnknownProduct(LookupError):
 class InsufficientStock(Exception):
     def __init__(self, sku: str, requested: int, available: int) -> None:
         super().__init__(f"Only {available} of {sku} available, {requested} requested")
+
+
+class KeyReused(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key} was already used for a different reservation")
+
+
+class ReservationCancelled(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"The reservation with Idempotency-Key {key} was released; use a new key")
 
 
 def list_products(database: Database) -> list[Product]:
@@ -63,16 +89,85 @@ def get_product(database: Database, sku: str) -> Product:
         return _product(conn, sku)
 
 
-def reserve_stock(database: Database, sku: str, quantity: int, *, order_id: int | None) -> dict[str, Any]:
-    """Hold stock for an order. One transaction: where a `stock.reserved` outbox row will go."""
+def _reservation(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+    available = _product(conn, row["sku"])["available"]
+    return {"id": row["id"], "sku": row["sku"], "quantity": row["quantity"], "order_id": row["order_id"],
+            "available": available, "status": "released" if row["released_at"] else "held"}
+
+
+def reserve_stock(database: Database, sku: str, quantity: int, *, order_id: int | None,
+                  idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
+    """Hold stock for an order, with StockReserved in the same transaction; (reservation, replayed).
+
+    With an idempotency key, a repeat returns the first reservation instead of holding stock again.
+    """
     with database.transaction() as conn:
+        if idempotency_key is not None:
+            earlier = conn.execute(f"{_RESERVATION} WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+            if earlier is not None:
+                if (earlier["sku"], earlier["quantity"], earlier["order_id"]) != (sku, quantity, order_id):
+                    raise KeyReused(idempotency_key)
+                return _reservation(conn, earlier), True
+            if conn.execute("SELECT 1 FROM cancelled_reservation_keys WHERE idempotency_key = ?",
+                            (idempotency_key,)).fetchone():
+                raise ReservationCancelled(idempotency_key)
         available = _product(conn, sku)["available"]
         if quantity > available:
             raise InsufficientStock(sku, quantity, available)
         conn.execute("UPDATE products SET reserved = reserved + ? WHERE sku = ?", (quantity, sku))
-        cursor = conn.execute(
-            "INSERT INTO reservations (sku, quantity, order_id, created_at) VALUES (?, ?, ?, ?)",
-            (sku, quantity, order_id, datetime.now(timezone.utc).isoformat(timespec="seconds")),
-        )
-        return {"id": cursor.lastrowid, "sku": sku, "quantity": quantity, "order_id": order_id,
-                "available": available - quantity}
+        reservation = {"id": next_service_id(conn, "reservations"), "sku": sku, "quantity": quantity,
+                       "order_id": order_id, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       "idempotency_key": idempotency_key}
+        conn.execute("INSERT INTO reservations (id, sku, quantity, order_id, created_at, idempotency_key)"
+                     " VALUES (:id, :sku, :quantity, :order_id, :created_at, :idempotency_key)", reservation)
+        record_event(conn, "StockReserved", f"product:{sku}", {"reservation": reservation})
+        row = conn.execute(f"{_RESERVATION} WHERE id = ?", (reservation["id"],)).fetchone()
+        return _reservation(conn, row), False
+
+
+def release_reservation(database: Database, idempotency_key: str) -> dict[str, Any] | None:
+    """Give back the stock held under this key, with StockReleased; None if nothing was held.
+
+    Either way the key is finished: a reservation arriving later under it is refused,
+    so a compensation can never be overtaken by the step it undoes.
+    """
+    with database.transaction() as conn:
+        row = conn.execute(f"{_RESERVATION} WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+        if row is None:
+            conn.execute("INSERT OR IGNORE INTO cancelled_reservation_keys (idempotency_key, cancelled_at)"
+                         " VALUES (?, ?)", (idempotency_key, now_iso()))
+            return None
+        if row["released_at"] is None:
+            released_at = now_iso()
+            conn.execute("UPDATE reservations SET released_at = ? WHERE id = ?", (released_at, row["id"]))
+            conn.execute("UPDATE products SET reserved = reserved - ? WHERE sku = ?", (row["quantity"], row["sku"]))
+            record_event(conn, "StockReleased", f"product:{row['sku']}",
+                         {"reservation_id": row["id"], "sku": row["sku"], "quantity": row["quantity"],
+                          "released_at": released_at})
+            row = conn.execute(f"{_RESERVATION} WHERE id = ?", (row["id"],)).fetchone()
+        return _reservation(conn, row)
+
+
+# Events from the monolith: its reservations, applied to our copy (no events of our own: no echo).
+
+def apply_stock_reserved(conn: sqlite3.Connection, payload: dict[str, Any]) -> None:
+    r = payload["reservation"]
+    if conn.execute("SELECT 1 FROM reservations WHERE id = ?", (r["id"],)).fetchone():
+        return      # already here (copied by import-from-legacy)
+    conn.execute("INSERT INTO reservations (id, sku, quantity, order_id, created_at, idempotency_key)"
+                 " VALUES (?, ?, ?, ?, ?, ?)",
+                 (r["id"], r["sku"], r["quantity"], r["order_id"], r["created_at"], r.get("idempotency_key")))
+    conn.execute("UPDATE products SET reserved = reserved + ? WHERE sku = ?", (r["quantity"], r["sku"]))
+
+
+def apply_stock_released(conn: sqlite3.Connection, payload: dict[str, Any]) -> None:
+    row = conn.execute("SELECT sku, quantity, released_at FROM reservations WHERE id = ?",
+                       (payload["reservation_id"],)).fetchone()
+    if row is None or row["released_at"] is not None:
+        return
+    conn.execute("UPDATE reservations SET released_at = ? WHERE id = ?", (payload["released_at"],
+                                                                          payload["reservation_id"]))
+    conn.execute("UPDATE products SET reserved = reserved - ? WHERE sku = ?", (row["quantity"], row["sku"]))
+
+
+EVENT_HANDLERS = {"StockReserved": apply_stock_reserved, "StockReleased": apply_stock_released}

@@ -9,4 +9,5 @@ SERVICE = Service(
     routes=urls.urlpatterns,
     tables=models.TABLES,
     copy_from_legacy=importer.copy_from_legacy,
+    event_handlers=models.EVENT_HANDLERS,
 )

@@ -1,1 +1,1 @@
-"""The orders service: order reads first; placing orders moves here with the saga (issue 8)."""
+"""The orders service: order reads, and placing orders through the order saga (stock, payment, confirmation)."""

@@ -1,5 +1,5 @@
 from extracted_services.common.service import Service
-from extracted_services.orders_service import importer, models, urls
+from extracted_services.orders_service import importer, models, urls, views
 
 SERVICE = Service(
     name="orders_service",
@@ -9,4 +9,7 @@ SERVICE = Service(
     routes=urls.urlpatterns,
     tables=models.TABLES,
     copy_from_legacy=importer.copy_from_legacy,
+    event_handlers=models.EVENT_HANDLERS,
+    configure=views.configure,
+    lifecycle=views.lifecycle,
 )

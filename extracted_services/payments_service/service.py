@@ -1,5 +1,5 @@
 from extracted_services.common.service import Service
-from extracted_services.payments_service import importer, models, urls
+from extracted_services.payments_service import importer, models, urls, views
 
 SERVICE = Service(
     name="payments_service",
@@ -9,4 +9,6 @@ SERVICE = Service(
     routes=urls.urlpatterns,
     tables=models.TABLES,
     copy_from_legacy=importer.copy_from_legacy,
+    event_handlers=models.EVENT_HANDLERS,
+    configure=views.configure,
 )

@@ -11,6 +11,7 @@ urlpatterns = [
 
 api_urlpatterns = [
     Route("/", views.api_product_list, name="api-product-list"),
+    Route("/reservations/release/", views.api_release, methods=["POST"], name="api-release"),
     Route("/{sku}/", views.api_product_detail, name="api-product-detail"),
     Route("/{sku}/reserve/", views.api_reserve, methods=["POST"], name="api-reserve"),
 ]

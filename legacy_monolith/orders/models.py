@@ -1,5 +1,9 @@
 """Orders and their lines. Placing one reserves stock and records payment in one transaction.
 
+That transaction also records the events the other sides copy from (OrderCreated,
+StockReserved, PaymentCaptured); orders placed through orders_service's saga reach
+these tables the other way, as its events.
+
 The reads join inventory and payments tables directly: the shared-database coupling
 that the orders service undoes by keeping its own copy of names and payment ids.
 """
@@ -7,10 +11,12 @@ that the orders service undoes by keeping its own copy of names and payment ids.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+import sqlite3
 from typing import Any
 
+from extracted_services.common.outbox import record_event
 from legacy_monolith import settings
-from legacy_monolith.db import Database
+from legacy_monolith.db import Database, next_id
 from legacy_monolith.inventory import models as inventory
 from legacy_monolith.payments import models as payments
 
@@ -39,7 +45,8 @@ MIGRATIONS = [
     ),
 ]
 
-STATUSES = ("paid", "awaiting_payment", "shipped", "cancelled")
+# pending: placed through orders_service, whose saga has not finished yet.
+STATUSES = ("pending", "paid", "awaiting_payment", "shipped", "cancelled")
 Order = dict[str, Any]
 _SUMMARY = "SELECT id, customer_email, status, currency, total_cents, created_at FROM orders_order"
 
@@ -70,16 +77,21 @@ def get_order(database: Database, order_id: int) -> Order:
     if not 0 < order_id < 2**63:  # SQLite integers are 64-bit; larger ids cannot exist
         raise UnknownOrder(order_id)
     with database.reading() as conn:
-        row = conn.execute(f"{_SUMMARY} WHERE id = ?", (order_id,)).fetchone()
-        if row is None:
-            raise UnknownOrder(order_id)
-        lines = conn.execute(
-            "SELECT l.sku, p.name AS product_name, l.quantity, l.unit_price_cents,"
-            " l.quantity * l.unit_price_cents AS line_total_cents"
-            " FROM orders_orderline l JOIN inventory_product p ON p.sku = l.sku WHERE l.order_id = ? ORDER BY l.id",
-            (order_id,),
-        ).fetchall()
-        payment = conn.execute("SELECT max(id) FROM payments_payment WHERE order_id = ?", (order_id,)).fetchone()
+        return order_in(conn, order_id)
+
+
+def order_in(conn: sqlite3.Connection, order_id: int) -> Order:
+    """The order as the API shows it, read inside a caller's transaction."""
+    row = conn.execute(f"{_SUMMARY} WHERE id = ?", (order_id,)).fetchone()
+    if row is None:
+        raise UnknownOrder(order_id)
+    lines = conn.execute(
+        "SELECT l.sku, p.name AS product_name, l.quantity, l.unit_price_cents,"
+        " l.quantity * l.unit_price_cents AS line_total_cents"
+        " FROM orders_orderline l JOIN inventory_product p ON p.sku = l.sku WHERE l.order_id = ? ORDER BY l.id",
+        (order_id,),
+    ).fetchall()
+    payment = conn.execute("SELECT max(id) FROM payments_payment WHERE order_id = ?", (order_id,)).fetchone()
     return {**dict(row), "lines": [dict(line) for line in lines], "payment_id": payment[0]}
 
 
@@ -108,10 +120,12 @@ def place_order(database: Database, *, customer_email: str, lines: list[tuple[st
             raise InvalidOrder(str(exc)) from None
         total = sum(prices[sku] * quantity for sku, quantity in quantities.items())
         status = "paid" if payment_method == "card" else "awaiting_payment"
-        order_id = conn.execute(
-            "INSERT INTO orders_order (customer_email, status, currency, total_cents, created_at) VALUES (?, ?, ?, ?, ?)",
-            (customer_email.lower(), status, settings.CURRENCY, total, created_at),
-        ).lastrowid
+        order_id = next_id(conn, "orders_order")
+        conn.execute(
+            "INSERT INTO orders_order (id, customer_email, status, currency, total_cents, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (order_id, customer_email.lower(), status, settings.CURRENCY, total, created_at),
+        )
         for sku, quantity in quantities.items():
             # InsufficientStock raised here rolls back the lines and reservations before it.
             inventory.add_reservation(conn, sku, quantity, order_id=order_id, created_at=created_at)
@@ -121,4 +135,39 @@ def place_order(database: Database, *, customer_email: str, lines: list[tuple[st
             )
         payments.add_payment(conn, order_id=order_id, amount_cents=total, currency=settings.CURRENCY,
                              method=payment_method, created_at=created_at)
-    return get_order(database, order_id)
+        order = order_in(conn, order_id)
+        record_event(conn, "OrderCreated", f"order:{order_id}",
+                     {"order": {**order, "lines": [{key: line[key] for key in _EVENT_LINE} for line in order["lines"]]}})
+    return order
+
+
+_EVENT_LINE = ("sku", "product_name", "quantity", "unit_price_cents")
+
+
+# Events from orders_service: orders its saga placed, and how they ended (no echo).
+
+def apply_order_created(conn: sqlite3.Connection, payload: dict[str, Any]) -> None:
+    order = payload["order"]
+    if conn.execute("SELECT 1 FROM orders_order WHERE id = ?", (order["id"],)).fetchone():
+        return
+    conn.execute("INSERT INTO orders_order (id, customer_email, status, currency, total_cents, created_at)"
+                 " VALUES (:id, :customer_email, :status, :currency, :total_cents, :created_at)", order)
+    conn.executemany("INSERT INTO orders_orderline (order_id, sku, quantity, unit_price_cents) VALUES (?, ?, ?, ?)",
+                     [(order["id"], line["sku"], line["quantity"], line["unit_price_cents"]) for line in order["lines"]])
+
+
+def _set_status(conn: sqlite3.Connection, order_id: int, status: str) -> None:
+    if not conn.execute("UPDATE orders_order SET status = ? WHERE id = ?", (status, order_id)).rowcount:
+        raise ValueError(f"no order {order_id} here to mark {status}")
+
+
+def apply_order_confirmed(conn: sqlite3.Connection, payload: dict[str, Any]) -> None:
+    _set_status(conn, payload["order_id"], payload["status"])
+
+
+def apply_order_cancelled(conn: sqlite3.Connection, payload: dict[str, Any]) -> None:
+    _set_status(conn, payload["order_id"], "cancelled")
+
+
+def apply_order_shipped(conn: sqlite3.Connection, payload: dict[str, Any]) -> None:
+    _set_status(conn, payload["order_id"], "shipped")

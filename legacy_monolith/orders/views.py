@@ -131,5 +131,6 @@ async def api_order_create(request: Request) -> Response:
         raise ApiError(400, "invalid", str(exc)) from None
     except inventory.InsufficientStock as exc:
         raise ApiError(409, "insufficient_stock", str(exc)) from None
+    request.app.state.relay.wake()      # its events go to the services now, not at the next tick
     location = build_absolute_uri(request, f"/api/orders/{order['id']}/")
     return json_response(order, status=201, headers={"Location": location})

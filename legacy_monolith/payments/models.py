@@ -1,4 +1,7 @@
-"""Payments taken for orders. Recorded inside the order's transaction, in the shared database."""
+"""Payments taken for orders: inside the order's transaction, or through the payments API (the order saga).
+
+Every payment records PaymentCaptured (cards) or PaymentPending (invoices) in the same transaction.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-from legacy_monolith.db import Database
+from extracted_services.common.outbox import now_iso, record_event
+from legacy_monolith.db import Database, next_id
 
 MIGRATIONS = [
     (
@@ -24,6 +28,17 @@ MIGRATIONS = [
         CREATE INDEX payments_payment_order ON payments_payment (order_id)
         """,
     ),
+    (
+        "0002_idempotent_charges",
+        """
+        ALTER TABLE payments_payment ADD COLUMN idempotency_key TEXT;
+        CREATE UNIQUE INDEX payments_payment_idempotency_key ON payments_payment (idempotency_key);
+        CREATE TABLE payments_voidedchargekey (
+            idempotency_key TEXT PRIMARY KEY,
+            voided_at TEXT NOT NULL
+        )
+        """,
+    ),
 ]
 
 METHODS = ("card", "invoice")
@@ -34,6 +49,16 @@ _PAYMENT = "SELECT id, order_id, amount_cents, currency, method, status, created
 class UnknownPayment(LookupError):
     def __init__(self, payment_id: int) -> None:
         super().__init__(f"No payment with id {payment_id}")
+
+
+class KeyReused(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key} was already used for a different charge")
+
+
+class ChargeVoided(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"The charge with Idempotency-Key {key} was refunded; use a new key")
 
 
 def list_payments(database: Database, *, order_id: int | None = None) -> list[Payment]:
@@ -53,15 +78,69 @@ def get_payment(database: Database, payment_id: int) -> Payment:
 
 
 def add_payment(conn: sqlite3.Connection, *, order_id: int, amount_cents: int, currency: str, method: str,
-                created_at: str | None = None) -> Payment:
+                created_at: str | None = None, idempotency_key: str | None = None) -> Payment:
     """Record a payment inside the caller's transaction. Cards capture at once; invoices wait."""
     if method not in METHODS:
         raise ValueError(f"payment method must be one of {', '.join(METHODS)}")
-    status = "captured" if method == "card" else "pending"
-    created_at = created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
-    cursor = conn.execute(
-        "INSERT INTO payments_payment (order_id, amount_cents, currency, method, status, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (order_id, amount_cents, currency, method, status, created_at),
+    payment = {"id": next_id(conn, "payments_payment"), "order_id": order_id, "amount_cents": amount_cents,
+               "currency": currency, "method": method, "status": "captured" if method == "card" else "pending",
+               "created_at": created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    conn.execute(
+        "INSERT INTO payments_payment (id, order_id, amount_cents, currency, method, status, created_at, idempotency_key)"
+        " VALUES (:id, :order_id, :amount_cents, :currency, :method, :status, :created_at, :key)",
+        {**payment, "key": idempotency_key},
     )
-    return dict(conn.execute(f"{_PAYMENT} WHERE id = ?", (cursor.lastrowid,)).fetchone())
+    record_event(conn, "PaymentCaptured" if payment["status"] == "captured" else "PaymentPending",
+                 f"payment:{payment['id']}", {"payment": {**payment, "idempotency_key": idempotency_key}})
+    return payment
+
+
+def charge(database: Database, *, order_id: int, amount_cents: int, currency: str, method: str,
+           idempotency_key: str) -> tuple[Payment, bool]:
+    """The payments API's charge: at most one payment per key; (payment, replayed)."""
+    with database.transaction() as conn:
+        earlier = conn.execute("SELECT id, order_id, amount_cents, currency, method FROM payments_payment"
+                               " WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+        if earlier is not None:
+            if tuple(earlier)[1:] != (order_id, amount_cents, currency, method):
+                raise KeyReused(idempotency_key)
+            return dict(conn.execute(f"{_PAYMENT} WHERE id = ?", (earlier["id"],)).fetchone()), True
+        if conn.execute("SELECT 1 FROM payments_voidedchargekey WHERE idempotency_key = ?",
+                        (idempotency_key,)).fetchone():
+            raise ChargeVoided(idempotency_key)
+        return add_payment(conn, order_id=order_id, amount_cents=amount_cents, currency=currency, method=method,
+                           idempotency_key=idempotency_key), False
+
+
+def refund(database: Database, charge_key: str) -> Payment | None:
+    """Refund the charge made under this key, with PaymentRefunded; None if there was none.
+
+    Either way the key is finished: a charge arriving later under it is refused.
+    """
+    with database.transaction() as conn:
+        row = conn.execute(f"{_PAYMENT} WHERE idempotency_key = ?", (charge_key,)).fetchone()
+        if row is None:
+            conn.execute("INSERT OR IGNORE INTO payments_voidedchargekey (idempotency_key, voided_at) VALUES (?, ?)",
+                         (charge_key, now_iso()))
+            return None
+        if row["status"] != "refunded":
+            conn.execute("UPDATE payments_payment SET status = 'refunded' WHERE id = ?", (row["id"],))
+            record_event(conn, "PaymentRefunded", f"payment:{row['id']}",
+                         {"payment_id": row["id"], "order_id": row["order_id"]})
+        return dict(conn.execute(f"{_PAYMENT} WHERE id = ?", (row["id"],)).fetchone())
+
+
+# Events from payments_service, once it takes payments: applied to the shared table (no echo).
+
+def apply_payment_recorded(conn: sqlite3.Connection, payload: dict[str, Any]) -> None:
+    p = payload["payment"]
+    if conn.execute("SELECT 1 FROM payments_payment WHERE id = ?", (p["id"],)).fetchone():
+        return
+    conn.execute("INSERT INTO payments_payment (id, order_id, amount_cents, currency, method, status, created_at,"
+                 " idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (p["id"], p["order_id"], p["amount_cents"], p["currency"], p["method"], p["status"],
+                  p["created_at"], p.get("idempotency_key")))
+
+
+def apply_payment_refunded(conn: sqlite3.Connection, payload: dict[str, Any]) -> None:
+    conn.execute("UPDATE payments_payment SET status = 'refunded' WHERE id = ?", (payload["payment_id"],))

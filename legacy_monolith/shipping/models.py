@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from extracted_services.common.outbox import record_event
 from legacy_monolith.db import Database
 
 MIGRATIONS = [
@@ -48,7 +49,7 @@ def get_shipment(database: Database, shipment_id: int) -> Shipment:
 
 
 def ship_order(database: Database, *, order_id: int, carrier: str, tracking_number: str, shipped_at: str) -> int:
-    """Hand an order to a carrier: the shipment row and the order's new status commit together."""
+    """Hand an order to a carrier: the shipment row, the order's new status and OrderShipped commit together."""
     with database.transaction() as conn:
         cursor = conn.execute(
             "INSERT INTO shipping_shipment (order_id, carrier, tracking_number, status, shipped_at)"
@@ -56,4 +57,5 @@ def ship_order(database: Database, *, order_id: int, carrier: str, tracking_numb
             (order_id, carrier, tracking_number, shipped_at),
         )
         conn.execute("UPDATE orders_order SET status = 'shipped' WHERE id = ?", (order_id,))
+        record_event(conn, "OrderShipped", f"order:{order_id}", {"order_id": order_id})
         return cursor.lastrowid

@@ -3,6 +3,10 @@
 A case that passes here on both sides is one the proxy may shift traffic on. Each case
 is a few steps (a write and the read that shows its effect); both sides start from the
 same seeded data and must agree on status, the headers a client acts on, and the body.
+
+Ids of rows a step creates are the one thing allowed to differ: while a context is
+split both sides create rows, the monolith below 1,000,000,000 and the service above,
+so that copies exchanged as events keep their ids (steps marked `allocated`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pytest
 NULLABLE_INT = (int, type(None))
 ERROR = {"error": str, "detail": str}
 PRODUCT = {"sku": str, "name": str, "price_cents": int, "on_hand": int, "reserved": int, "available": int}
-RESERVATION = {"id": int, "sku": str, "quantity": int, "order_id": NULLABLE_INT, "available": int}
+RESERVATION = {"id": int, "sku": str, "quantity": int, "order_id": NULLABLE_INT, "available": int, "status": str}
 ORDER_SUMMARY = {"id": int, "customer_email": str, "status": str, "currency": str, "total_cents": int,
                  "created_at": str}
 LINE = {"sku": str, "product_name": str, "quantity": int, "unit_price_cents": int, "line_total_cents": int}
@@ -39,6 +43,7 @@ class Step:
     headers: dict[str, str] = field(default_factory=dict)
     expect: dict[str, Any] = field(default_factory=dict)   # a few values worth stating outright
     location: str | None = None            # for redirects
+    allocated: bool = False                # the body holds ids this side allocated: compared as present, not by value
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,11 @@ def post(path: str, status: int, shape: Any = ERROR, **kw: Any) -> Step:
 
 
 RESERVE = "/api/inventory/ESP-001/reserve/"
+RELEASE = "/api/inventory/reservations/release/"
+CHARGE = "/api/payments/"
+REFUND = "/api/payments/refund/"
+KEY = {"Idempotency-Key": "contract-key-1"}
+A_CHARGE = {"order_id": 3, "amount_cents": 1250, "method": "card"}
 CASES = [
     Case("inventory", "list", (get("/api/inventory/", shape={"count": int, "items": [PRODUCT]}, expect={"count": 8}),)),
     Case("inventory", "detail", (get("/api/inventory/ESP-001/", shape=PRODUCT, expect={"on_hand": 40}),)),
@@ -71,10 +81,35 @@ CASES = [
          (get("/api/inventory", 301, headers={"X-Forwarded-Host": "shop.example.com", "X-Forwarded-Proto": "https"},
               location="https://shop.example.com/api/inventory/"),)),
     Case("inventory", "reserve-then-read", (
-        post(RESERVE, 201, RESERVATION, json={"quantity": 2}, expect={"quantity": 2, "order_id": None}),
+        post(RESERVE, 201, RESERVATION, json={"quantity": 2}, expect={"quantity": 2, "order_id": None}, allocated=True),
         get("/api/inventory/ESP-001/", shape=PRODUCT),
-        post(RESERVE, 201, RESERVATION, json={"quantity": 1, "order_id": 77}, expect={"order_id": 77}),
+        post(RESERVE, 201, RESERVATION, json={"quantity": 1, "order_id": 77}, expect={"order_id": 77}, allocated=True),
     )),
+    Case("inventory", "reserve-twice-with-one-key", (
+        post(RESERVE, 201, RESERVATION, json={"quantity": 2}, headers=KEY, expect={"status": "held"}, allocated=True),
+        post(RESERVE, 201, RESERVATION, json={"quantity": 2}, headers=KEY, expect={"available": 25}, allocated=True),
+        get("/api/inventory/ESP-001/", shape=PRODUCT, expect={"available": 25}),
+    )),
+    Case("inventory", "reserve-key-reused-for-something-else", (
+        post(RESERVE, 201, RESERVATION, json={"quantity": 1}, headers=KEY, allocated=True),
+        post(RESERVE, 422, json={"quantity": 3}, headers=KEY),
+    )),
+    Case("inventory", "release-by-key-gives-stock-back-once", (
+        post(RESERVE, 201, RESERVATION, json={"quantity": 4, "order_id": 9}, headers=KEY, allocated=True),
+        post(RELEASE, 200, RESERVATION, json={"reservation_key": "contract-key-1"}, expect={"status": "released"},
+             allocated=True),
+        post(RELEASE, 200, RESERVATION, json={"reservation_key": "contract-key-1"}, expect={"available": 27},
+             allocated=True),
+        get("/api/inventory/ESP-001/", shape=PRODUCT, expect={"available": 27}),
+        post(RESERVE, 201, RESERVATION, json={"quantity": 4, "order_id": 9}, headers=KEY,
+             expect={"status": "released"}, allocated=True),
+    )),
+    Case("inventory", "release-before-reserve-voids-the-key", (
+        post(RELEASE, 404, json={"reservation_key": "contract-key-1"}),
+        post(RESERVE, 409, json={"quantity": 1}, headers=KEY, expect={"error": "reservation_cancelled"}),
+        get("/api/inventory/ESP-001/", shape=PRODUCT, expect={"available": 27}),
+    )),
+    Case("inventory", "release-without-a-key", (post(RELEASE, 400, json={}),)),
     Case("inventory", "reserve-more-than-available", (post(RESERVE, 409, json={"quantity": 100_000}),
                                                       get("/api/inventory/ESP-001/", shape=PRODUCT))),
     Case("inventory", "reserve-unknown-sku", (post("/api/inventory/NOPE-1/reserve/", 404, json={"quantity": 1}),)),
@@ -91,6 +126,8 @@ CASES = [
     Case("orders", "list-by-status", (get("/api/orders/?status=awaiting_payment",
                                           shape={"count": int, "orders": [ORDER_SUMMARY]}),)),
     Case("orders", "list-by-unknown-status", (get("/api/orders/?status=lost", 400, ERROR),)),
+    Case("orders", "list-pending", (get("/api/orders/?status=pending", shape={"count": int, "orders": [ORDER_SUMMARY]},
+                                        expect={"count": 0}),)),
     Case("orders", "list-by-customer", (get("/api/orders/?customer_email=ALICE@example.com",
                                             shape={"count": int, "orders": [ORDER_SUMMARY]}),)),
     Case("orders", "detail", (get("/api/orders/1/", shape=ORDER, expect={"id": 1}),)),
@@ -106,6 +143,40 @@ CASES = [
     Case("payments", "list-by-bad-order", (get("/api/payments/?order_id=x", 400, ERROR),)),
     Case("payments", "detail", (get("/api/payments/3/", shape=PAYMENT, expect={"order_id": 3}),)),
     Case("payments", "detail-unknown", (get("/api/payments/999/", 404, ERROR),)),
+    Case("payments", "charge-twice-with-one-key", (
+        post(CHARGE, 201, PAYMENT, json=A_CHARGE, headers=KEY, expect={"status": "captured", "amount_cents": 1250},
+             allocated=True),
+        post(CHARGE, 201, PAYMENT, json=A_CHARGE, headers=KEY, allocated=True),
+        get("/api/payments/?order_id=3", shape={"count": int, "payments": [PAYMENT]}, expect={"count": 2},
+            allocated=True),
+    )),
+    Case("payments", "charge-by-invoice-is-pending", (
+        post(CHARGE, 201, PAYMENT, json={**A_CHARGE, "method": "invoice"}, headers=KEY, expect={"status": "pending"},
+             allocated=True),
+    )),
+    Case("payments", "charge-without-a-key", (post(CHARGE, 400, json=A_CHARGE),)),
+    Case("payments", "charge-with-an-unknown-method", (post(CHARGE, 400, json={**A_CHARGE, "method": "iou"},
+                                                            headers=KEY),)),
+    Case("payments", "charge-with-a-negative-amount", (post(CHARGE, 400, json={**A_CHARGE, "amount_cents": -1},
+                                                            headers=KEY),)),
+    Case("payments", "charge-key-reused-for-something-else", (
+        post(CHARGE, 201, PAYMENT, json=A_CHARGE, headers=KEY, allocated=True),
+        post(CHARGE, 422, json={**A_CHARGE, "amount_cents": 1}, headers=KEY),
+    )),
+    Case("payments", "refund-by-key", (
+        post(CHARGE, 201, PAYMENT, json=A_CHARGE, headers=KEY, allocated=True),
+        post(REFUND, 200, PAYMENT, json={"charge_key": "contract-key-1"}, expect={"status": "refunded"},
+             allocated=True),
+        post(REFUND, 200, PAYMENT, json={"charge_key": "contract-key-1"}, expect={"status": "refunded"},
+             allocated=True),
+        post(CHARGE, 201, PAYMENT, json=A_CHARGE, headers=KEY, expect={"status": "refunded"}, allocated=True),
+    )),
+    Case("payments", "refund-before-charge-voids-the-key", (
+        post(REFUND, 404, json={"charge_key": "contract-key-1"}),
+        post(CHARGE, 409, json=A_CHARGE, headers=KEY, expect={"error": "charge_voided"}),
+        get("/api/payments/?order_id=3", shape={"count": int, "payments": [PAYMENT]}, expect={"count": 1}),
+    )),
+    Case("payments", "list-by-get-only", (Step("PUT", CHARGE, 405),)),
 ]
 
 
@@ -132,12 +203,22 @@ async def run_steps(client: httpx.AsyncClient, case: Case) -> list[httpx.Respons
                                      headers=step.headers) for step in case.steps]
 
 
-def observed(response: httpx.Response) -> dict[str, Any]:
+def without_ids(value: Any) -> Any:
+    """The value with every "id" replaced by a placeholder: for rows each side numbers its own way."""
+    if isinstance(value, dict):
+        return {key: "<allocated id>" if key == "id" else without_ids(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_ids(item) for item in value]
+    return value
+
+
+def observed(response: httpx.Response, step: Step) -> dict[str, Any]:
     """What a client acts on: status, a few headers, and the body (parsed when JSON)."""
     is_json = response.headers.get("content-type", "").startswith("application/json")
+    body = json.loads(response.content) if is_json else response.text
     return {"status": response.status_code,
             "headers": {name: response.headers.get(name) for name in COMPARED_HEADERS},
-            "body": json.loads(response.content) if is_json else response.text}
+            "body": without_ids(body) if step.allocated else body}
 
 
 @pytest.mark.parametrize("side", ["legacy", "service"])
@@ -159,4 +240,20 @@ async def test_service_answers_exactly_as_the_monolith_does(case: Case, client_f
     legacy = await run_steps(client_for("legacy"), case)
     service = await run_steps(client_for(case.service), case)
     for step, old, new in zip(case.steps, legacy, service):
-        assert observed(new) == observed(old), f"{step.method} {step.path}"
+        assert observed(new, step) == observed(old, step), f"{step.method} {step.path}"
+
+
+@pytest.mark.parametrize("side", ["legacy", "service"])
+@pytest.mark.parametrize(("service", "path", "body"), [("inventory", RESERVE, {"quantity": 1}),
+                                                       ("payments", CHARGE, A_CHARGE)])
+async def test_a_repeated_key_is_answered_with_the_first_result(side: str, service: str, path: str,
+                                                                body: dict[str, Any], client_for) -> None:
+    """The repeat says it is one (Idempotent-Replayed) and names the row the first request made."""
+    async with client_for("legacy" if side == "legacy" else service) as client:
+        first = await client.post(path, json=body, headers=KEY)
+        again = await client.post(path, json=body, headers=KEY)
+    assert first.status_code == again.status_code == 201
+    assert "idempotent-replayed" not in first.headers and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    if side == "service":
+        assert first.json()["id"] > 1_000_000_000      # the service's own id range

@@ -83,6 +83,18 @@ def test_demo_starts_fresh_routes_as_configured_and_leaves_nothing_behind(tmp_pa
         assert placed.status_code == 201 and placed.headers["x-strangler-upstream"] == "legacy"
         read = httpx.get(proxy + "/api/orders/1/")
         assert read.status_code == 200 and read.headers["x-strangler-upstream"] in ("orders", "legacy")
+        # The demo wires the sides together: the order placed on legacy reaches orders_service as an
+        # event, and an order placed through orders_service's saga reaches the monolith.
+        order_id = placed.json()["id"]
+        orders_service = f"http://127.0.0.1:{ports['orders']}"
+        wait_until(lambda: httpx.get(f"{orders_service}/api/orders/{order_id}/").json() == placed.json(),
+                   timeout_s=2, what="the legacy order on orders_service")
+        by_saga = httpx.post(orders_service + "/api/orders/", timeout=10, json={
+            "customer_email": "demo@example.com", "lines": [{"sku": "FLT-100", "quantity": 2}]})
+        assert by_saga.status_code == 201 and by_saga.json()["status"] == "paid", by_saga.text
+        legacy = f"http://127.0.0.1:{ports['legacy']}"
+        wait_until(lambda: httpx.get(f"{legacy}/api/orders/{by_saga.json()['id']}/").json() == by_saga.json(),
+                   timeout_s=2, what="the saga's order on the monolith")
 
         children = children_of(demo.pid)
         assert len(children) == 5, children  # monolith, three services, proxy
