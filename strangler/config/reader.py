@@ -12,6 +12,10 @@ from .source import Node
 T = TypeVar("T")
 
 
+# Every character str.splitlines() breaks on, written as an escape instead.
+_LINE_BREAKS = {ord(c): c.encode("unicode_escape").decode() for c in "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a config, where it is and what to do about it."""
@@ -24,7 +28,9 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.col}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        text = f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        # One problem per line: a value quoted in the message may span lines (a folded scalar).
+        return text.translate(_LINE_BREAKS)
 
 
 class ConfigError(Exception):

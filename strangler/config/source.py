@@ -51,6 +51,8 @@ def read_tree(data: bytes | str) -> Node | None:
     text = _decode(data) if isinstance(data, bytes) else data
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:      # PyYAML's composer recurses once per level of nesting
+        raise SourceError(1, 1, "invalid YAML: nested too deeply") from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -63,7 +65,10 @@ def read_tree(data: bytes | str) -> Node | None:
         raise SourceError(line, col, f"invalid YAML: {err.reason} (#x{err.character:04x})") from None
     if root is None:
         return None
-    return _Converter().convert(root)
+    try:
+        return _Converter().convert(root)
+    except RecursionError:
+        raise SourceError(1, 1, "invalid YAML: nested too deeply") from None
 
 
 def _decode(data: bytes) -> str:
@@ -113,7 +118,9 @@ class _Converter:
         if kind in ("str", "int", "float", "bool", "null"):
             try:
                 value = self._constructor.construct_object(node, deep=True)
-            except yaml.YAMLError:  # e.g. `!!int abc`: keep the text, the loader says what is wrong
+            except (yaml.YAMLError, ValueError, LookupError, TypeError, OverflowError):
+                # `!!int abc`, `!!int 0b`, `!!float .`, `!!bool maybe` make PyYAML's constructors raise
+                # ValueError, IndexError or KeyError: keep the text, the loader says what is wrong.
                 kind = "str"
         return Node("scalar", *_mark(node), type=kind, value=value, text=node.value, plain=node.style is None)
 
