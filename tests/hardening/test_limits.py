@@ -23,6 +23,11 @@ from tests.support.servers import ProxyProcess
 
 HEADER_TIMEOUT_S = 1.0
 BODY_IDLE_S = 1.0
+# The paths the tests use; anything else has no route (404).
+_PREFIX_ROUTES = "".join(f"""  - name: {name}
+    match: {{path: /{name}}}
+    to: a
+""" for name in ("ok", "over", "over2", "big", "idle", "trickle", "slow"))
 
 
 class Limited:
@@ -56,10 +61,7 @@ routes:
     match: {{path: /small}}
     to: a
     max_body_size: 16
-  - name: all
-    match: {{path: /}}
-    to: a
-""")
+{_PREFIX_ROUTES}""")
     return Limited(proxy, upstream)
 
 
@@ -155,23 +157,9 @@ def test_expect_100_continue_under_the_limit_gets_100_then_the_answer(limited: L
     assert not limited.reached(test_id)[0].values("expect"), "the proxy answers Expect itself"
 
 
-@pytest.fixture(scope="module")
-def bare(rig: Rig, limited: Limited) -> ProxyProcess:
-    """A proxy where most paths have no route."""
-    return rig.proxy(f"""
-version: 1
-upstreams:
-  a: {{url: "{limited.upstream.url}"}}
-routes:
-  - name: small
-    match: {{path: /small}}
-    to: a
-""", name="bare")
-
-
-def test_any_refusal_of_an_expect_100_continue_request_closes_the_connection(bare: ProxyProcess, test_id: str):
+def test_any_refusal_of_an_expect_100_continue_request_closes_the_connection(limited: Limited, test_id: str):
     # No route here is a 404 made without reading the body: the next bytes may or may not be it.
-    with RawConnection(bare.port) as connection:
+    with RawConnection(limited.port) as connection:
         connection.send(f"POST /nowhere/{test_id} HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 100\r\n"
                         f"Expect: 100-continue\r\n\r\nGET /small/{test_id} HTTP/1.1\r\nHost: shop.test\r\n\r\n".encode())
         response = connection.read_response()
@@ -229,8 +217,8 @@ def test_a_request_body_idle_past_body_idle_timeout_gets_408_not_500(limited: Li
 def test_a_slow_body_whose_pauses_stay_under_body_idle_timeout_passes(limited: Limited, test_id: str):
     # The idle timeout bounds each pause, not the whole upload (0.4 s pauses, 1.2 s in all).
     with RawConnection(limited.port) as connection:
-        connection.send(f"POST /trickle/{test_id} HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 4\r\n\r\n".encode())
-        for byte in b"slow":
+        connection.send(f"POST /trickle/{test_id} HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 3\r\n\r\n".encode())
+        for byte in b"slo":
             connection.sock.settimeout(BODY_IDLE_S * 0.4)          # the slow client's pause is the fault
             try:
                 connection.sock.recv(1)
@@ -240,7 +228,7 @@ def test_a_slow_body_whose_pauses_stay_under_body_idle_timeout_passes(limited: L
             connection.send(bytes([byte]))
         connection.sock.settimeout(5)
         assert connection.read_response().status == 200
-    assert [seen.body for seen in limited.reached(test_id)] == [b"slow"]
+    assert [seen.body for seen in limited.reached(test_id)] == [b"slo"]
 
 
 # The YAML section.
@@ -289,17 +277,16 @@ routes: [{{name: r, match: {{path: /}}, to: a}}]
     assert "limits" in str(error.value)
 
 
-def test_limits_follow_a_reload(rig: Rig, limited: Limited, test_id: str, tmp_path):
-    text = f"""
-version: 1
-upstreams:
-  a: {{url: "{limited.upstream.url}"}}
-limits: {{max_url_length: %d}}
-routes: [{{name: all, match: {{path: /}}, to: a}}]
-"""
-    proxy = rig.proxy(text % 4096, name="reloading")
-    target = f"/ok/{test_id}/" + "r" * 2000
-    assert converse(proxy.port, _head(target)).statuses == [200]
-    proxy.config_path.write_text(text % 1024)
-    assert httpx.post(proxy.admin_url + "/reload", timeout=10).status_code == 200
-    assert converse(proxy.port, _head(target)).statuses == [414]
+def test_limits_follow_a_reload(limited: Limited, test_id: str):
+    path = limited.proxy.config_path
+    original = path.read_text()
+    target = f"/ok/{test_id}/" + "r" * 900
+    assert converse(limited.port, _head(target)).statuses == [200]
+    try:
+        path.write_text(original.replace("max_url_length: 1024", "max_url_length: 512"))
+        assert httpx.post(limited.proxy.admin_url + "/reload", timeout=10).status_code == 200
+        assert converse(limited.port, _head(target)).statuses == [414]
+    finally:
+        path.write_text(original)
+        assert httpx.post(limited.proxy.admin_url + "/reload", timeout=10).status_code == 200
+    assert converse(limited.port, _head(target)).statuses == [200]

@@ -29,7 +29,7 @@ def converse(port: int, data: bytes, *, expect: int = 1, timeout_s: float = 5.0)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             # After the expected responses, wait only briefly for a close (or a stray extra response).
-            wait = 0.5 if len(conversation.responses) >= expect else deadline - time.monotonic()
+            wait = 0.2 if len(conversation.responses) >= expect else deadline - time.monotonic()
             connection.sock.settimeout(max(wait, 0.01))
             try:
                 conversation.responses.append(connection.read_response())
