@@ -19,5 +19,11 @@ test: $(BIN)/strangler
 check: $(BIN)/strangler
 	$(BIN)/strangler check config/routes.yaml
 
+# Not part of `make test`: 10 minutes of mixed load with faults and reloads (SOAK_SECONDS to
+# shorten), then the fuzz targets with a large budget (STRANGLER_FUZZ_EXAMPLES).
+soak: $(BIN)/strangler
+	$(BIN)/python -m soak
+	STRANGLER_FUZZ_EXAMPLES=$${STRANGLER_FUZZ_EXAMPLES:-2000} $(BIN)/python -m pytest tests/fuzz
+
 clean:
 	rm -rf $(VENV) .pytest_cache
