@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .errors import ProxyError
 from .logs import JSON_ACCESS_LOGGER
 from .metrics import Metrics
 
@@ -104,3 +106,26 @@ class Exchange:
                 f" fallback={self.fallback_reason}" if self.fallback_reason else "",
                 f" reason={reason}" if reason else "",
             )
+
+
+def listener_refusal_recorder(metrics: Metrics, log_format: Callable[[], str | None]):
+    """Count and log requests refused while parsing (400/408/414/431), which no Exchange ever sees."""
+
+    def record(error: ProxyError, client: str | None) -> None:
+        metrics.count_request("", "", "", error.status)
+        metrics.proxy_errors.labels("", "", error.reason.flag).inc()
+        form = log_format()
+        if form is None or not access_log.isEnabledFor(logging.INFO):
+            return
+        if form == "json":
+            json_access_log.info(json.dumps({
+                "ts": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                "event": "access", "rid": None, "method": None, "route": None,
+                "upstream": None, "status": error.status, "attempts": 0, "ms": 0.0, "reason": error.reason.flag,
+                "client": client,
+            }))
+        else:
+            access_log.info("access rid=- method=- route=- upstream=- status=%d attempts=0 ms=0.0 reason=%s client=%s",
+                            error.status, error.reason.flag, client or "-")
+
+    return record

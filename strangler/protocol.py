@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from http import HTTPStatus
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -20,6 +21,8 @@ from .problem import problem_body, problem_headers
 
 # The listener's limits, replaced on every reload (set by the config holder).
 current_limits = Limits()
+# Told of every refusal made here, before any app sees the request (for metrics and the access log).
+refusal_observer: Callable[[ProxyError, str | None], None] | None = None
 
 
 
@@ -156,6 +159,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._write_refusal(error)
 
     def _write_refusal(self, error: ProxyError) -> None:
+        if refusal_observer is not None:
+            refusal_observer(error, self.client[0] if self.client else None)
         status = error.status
         body = problem_body(error)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]

@@ -17,6 +17,7 @@ import uvicorn
 from .admin import create_admin_app
 from . import protocol
 from .app import ProxyApp
+from .exchange import listener_refusal_recorder
 from .protocol import LimitedHttpToolsProtocol
 from .reload import ConfigHolder
 
@@ -59,6 +60,7 @@ def proxy_uvicorn_config(app: object, host: str, port: int, log_level: str, grac
 
 async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
     holder.subscribe(apply_listener_limits)
+    observe_listener_refusals(holder)
     app = ProxyApp(holder, watch=options.watch)
     proxy = uvicorn.Server(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
                                                 options.graceful_timeout_s))
@@ -92,6 +94,16 @@ def run_forever(options: ServeOptions, holder: ConfigHolder) -> None:
 
 def apply_listener_limits(runtime) -> None:
     protocol.current_limits = runtime.config.limits
+
+
+def observe_listener_refusals(holder: ConfigHolder) -> None:
+    def log_format() -> str | None:
+        runtime = holder.runtime
+        if runtime is None or not runtime.config.access_log.enabled:
+            return None
+        return runtime.config.access_log.format
+
+    protocol.refusal_observer = listener_refusal_recorder(holder.metrics, log_format)
 
 
 def _stop_requested(signum: int, frame: object) -> None:
