@@ -1,38 +1,50 @@
 """The forwarding client: one connection pool per upstream, bodies streamed raw.
 
-The only module that imports the HTTP client library. aiohttp was chosen by
-measurement over httpx's default transport, which is several times slower at
-64 concurrent requests (encode/httpx#3215); see bench/results/client-choice.md.
+The only module the rest of the proxy imports for forwarding; the client itself is
+strangler/http1.py, an HTTP/1.1 client written for exactly what a reverse proxy
+needs (httptools for parsing, one asyncio.Protocol per connection, a LIFO
+keep-alive pool). Chosen by measurement, twice:
+
+- httpx's default transport is several times slower than aiohttp at 64 concurrent
+  requests (encode/httpx#3215); see bench/results/client-choice.md. aiohttp was used.
+- aiohttp's ClientSession.request path (client.py, client_reqrep.py, http_writer.py,
+  client_proto.py, connector.py, streams.py) was then ~45% of the proxy's CPU per
+  request in a py-spy profile, and strangler made 0.57x asgiproxy's requests/s on
+  GET /small at 64 connections (bench/results/latest.md, 2026-11-22 08:33).
+
+Measured after the switch (2026-11-22, 2-CPU noisy machine, proxy pinned to one CPU,
+nginx origin, wrk -c64 GET /small 1 KiB, medians of 6 paired runs, aiohttp vs http1.py):
+proxy CPU per request 345 -> 186 µs with one plain route and 427 -> 209 µs with the
+benchmark's config (every feature on), requests/s 1.8x and 2.2x. The client alone
+(64 concurrent GETs on one uvloop process) costs 130-157 µs per request with
+aiohttp, 17-31 µs with http1.py. A quick bench/run.py (1 round, 3 s): S1 1.80x
+asgiproxy's requests/s, S3 (64 KiB uploads) 1.48x, S4 (10 MiB downloads) 1.54x.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator
+import ssl
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from urllib.parse import urlsplit
 
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
-
+from . import http1
 from .config.model import Upstream
 from .errors import ClientDisconnected, ProxyError, Reason, UpstreamError
+from .http1 import KEEPALIVE_EXPIRY_S, MAX_RESPONSE_HEADER_BYTES  # noqa: F401 - part of this module's interface
 
-# httpx/aiohttp defaults the client never sent must not reach the upstream.
-_SKIP_AUTO_HEADERS = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
-# An idle pooled connection is dropped before typical upstream idle timeouts (often 5 s or more).
-KEEPALIVE_EXPIRY_S = 4.0
-MAX_RESPONSE_HEADER_BYTES = 64 * 1024
+__all__ = ["KEEPALIVE_EXPIRY_S", "MAX_RESPONSE_HEADER_BYTES", "UpstreamClient", "UpstreamResponse", "translate"]
 
 
 def translate(exc: BaseException, *, upstream: str, route: str | None = None) -> UpstreamError:
-    """Map a client-library failure to the proxy's reason (and so its status)."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+    """Map a transport failure to the proxy's reason (and so its status)."""
+    if isinstance(exc, http1.ConnectTimeout):
         reason = Reason.CONNECT_TIMEOUT
-    elif isinstance(exc, aiohttp.ClientConnectorError):
+    elif isinstance(exc, http1.ConnectError):
         reason = Reason.CONNECT_ERROR
-    elif isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError, TimeoutError)):
+    elif isinstance(exc, (http1.ReadTimeout, TimeoutError)):
         reason = Reason.TIMEOUT
-    elif isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
+    elif isinstance(exc, (http1.RemoteDisconnected, OSError)):
         reason = Reason.UPSTREAM_RESET
     else:
         reason = Reason.PROTOCOL_ERROR
@@ -43,35 +55,40 @@ def translate(exc: BaseException, *, upstream: str, route: str | None = None) ->
 class UpstreamResponse:
     """An upstream's answer: status and raw headers now, the body streamed on demand."""
 
-    __slots__ = ("status", "raw_headers", "_response", "_reusable", "_client", "_finished")
+    __slots__ = ("status", "raw_headers", "_connection", "_client", "_finished")
 
-    def __init__(self, response: aiohttp.ClientResponse, client: "UpstreamClient", reusable: bool) -> None:
-        self.status = response.status
-        self.raw_headers = response.raw_headers
-        self._response = response
-        self._reusable = reusable
+    def __init__(self, connection: http1.Connection, client: UpstreamClient) -> None:
+        self.status = connection.status
+        self.raw_headers = connection.raw_headers      # (name, value) bytes pairs as received
+        self._connection = connection
         self._client = client
         self._finished = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as the upstream sent it (still compressed, if it was)."""
+        read = self._connection.read
         try:
-            async for chunk in self._response.content.iter_any():
+            while True:
+                chunk = await read()
+                if not chunk:
+                    return
                 yield chunk
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except http1.HTTPError as exc:
             raise _failure(exc, self._client.upstream.name, None) from exc
 
     def finish(self, *, complete: bool) -> None:
-        """Return the connection to the pool only after a complete, well-framed exchange."""
+        """Return the connection to the pool only after a complete, well-framed exchange.
+
+        The connection itself knows whether the exchange was complete on the wire; a body the
+        caller stopped reading leaves it incomplete, and it is closed.
+        """
         if self._finished:
             return
         self._finished = True
-        self._client.in_flight -= 1
-        self._client.close_if_retired_and_idle()
-        if complete and self._reusable:
-            self._response.release()
-        else:
-            self._response.close()
+        client = self._client
+        client.in_flight -= 1
+        client._release(self._connection)
+        client.close_if_retired_and_idle()
 
 
 class UpstreamClient:
@@ -80,83 +97,96 @@ class UpstreamClient:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.settings = (upstream.url, upstream.connect_timeout_s, upstream.timeout_s)
-        self._origin = upstream.url
+        url = urlsplit(upstream.url)
+        self._https = url.scheme == "https"
+        self._hostname = url.hostname or ""
+        self._port = url.port or (443 if self._https else 80)
+        self._host_header = url.netloc.rpartition("@")[2].encode("idna" if not url.netloc.isascii() else "ascii")
+        self._prefix = url.path.rstrip("/").encode("ascii")
         self.in_flight = 0        # responses not yet finished; a retired client closes at 0
         self._retired = False
-        self._session: aiohttp.ClientSession | None = None
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=None,
-            sock_connect=upstream.connect_timeout_s, sock_read=upstream.timeout_s,
-        )
+        self._pool: http1.Pool | None = None
 
-    def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_EXPIRY_S, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),     # one user's cookies must never reach another's request
-            auto_decompress=False,
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
-            timeout=self._timeout,
-            max_field_size=MAX_RESPONSE_HEADER_BYTES,
-            max_line_size=MAX_RESPONSE_HEADER_BYTES,
+    def _open(self) -> http1.Pool:
+        self._pool = http1.Pool(
+            self._hostname, self._port,
+            connect_timeout_s=self.upstream.connect_timeout_s, read_timeout_s=self.upstream.timeout_s,
+            ssl_context=ssl.create_default_context() if self._https else None, server_hostname=self._hostname,
         )
-        # aiohttp resends GET/HEAD/OPTIONS/PUT/DELETE once, unseen, when the upstream resets before
-        # answering. Every attempt must go through the route's retry policy (attempts, retry_on,
-        # methods, budget) and be counted by breaker and metrics, so the proxy alone decides.
-        # No public switch exists; aiohttp's own test client clears this same attribute.
-        self._session._retry_connection = False
-        return self._session
+        return self._pool
 
     async def send(
         self,
         method: str,
         target: str,
-        headers: list[tuple[str, str]],
+        headers: Sequence[tuple[bytes, bytes]] | Sequence[tuple[str, str]],
         body: bytes | AsyncIterable[bytes] | None,
         *,
         route: str | None = None,
     ) -> UpstreamResponse:
-        """Send the request; return once the upstream's status and headers have arrived."""
-        session = self._session or self._open()
-        url = URL(self._origin + target, encoded=True)
+        """Send the request; return once the upstream's status and headers have arrived.
+
+        `target` goes out as given (already normalized); `headers` as given, bytes pairs
+        (text pairs are encoded, values as UTF-8), plus one framing header for the body.
+        """
+        pool = self._pool or self._open()
+        if headers and type(headers[0][0]) is str:
+            headers = _encode_text_headers(headers)  # type: ignore[arg-type]
+        head, length = http1.build_head(method, self._prefix + target.encode("latin-1"), headers,  # type: ignore[arg-type]
+                                        self._host_header, body)
         # Counted from before sending: a client retired by a reload must not close under a request
         # still waiting for its answer.
         self.in_flight += 1
         try:
-            response = await session.request(
-                method, url, headers=CIMultiDict(headers), data=body,
-                allow_redirects=False, compress=None, proxy=None,
-            )
-        except BaseException as exc:
+            connection = await pool.request(head, body, length, method == "HEAD")
+        except http1.HTTPError as exc:
             self.in_flight -= 1
-            if isinstance(exc, (aiohttp.ClientError, OSError, asyncio.TimeoutError)):
-                raise _failure(exc, self.upstream.name, route) from exc
+            raise _failure(exc, self.upstream.name, route) from exc
+        except BaseException:
+            self.in_flight -= 1
             raise
-        # Stray bytes after a bodiless answer would become the next request's response.
-        reusable = method != "HEAD" and response.status not in (204, 304)
-        return UpstreamResponse(response, self, reusable)
+        return UpstreamResponse(connection, self)
+
+    def _release(self, connection: http1.Connection) -> None:
+        connection._pool.release(connection)
 
     async def probe(self, path: str, timeout_s: float) -> tuple[bool, str]:
-        """An active health check: GET `path`, healthy on a 2xx answer."""
-        session = self._session or self._open()
+        """An active health check: GET `path`, healthy on a 2xx answer (its body read and dropped)."""
+        pool = self._pool or self._open()
+        head, _ = http1.build_head("GET", self._prefix + path.encode("latin-1"), (), self._host_header, None)
         try:
-            async with session.get(URL(self._origin + path, encoded=True), allow_redirects=False,
-                                   timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-                await response.read()
-                return 200 <= response.status < 300, f"HTTP {response.status}"
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            async with asyncio.timeout(timeout_s):
+                connection = await pool.request(head, None, None, False)
+                status = connection.status
+                try:
+                    while await connection.read():
+                        pass
+                finally:
+                    pool.release(connection)
+        except (http1.HTTPError, OSError, TimeoutError) as exc:
             return False, translate(exc, upstream=self.upstream.name).detail
+        return 200 <= status < 300, f"HTTP {status}"
 
     def close_if_retired_and_idle(self) -> None:
         # A request that started on the old config may have reopened a retired pool.
-        if self._retired and self.in_flight == 0 and self._session is not None:
-            asyncio.ensure_future(self.close())
+        if self._retired and self.in_flight == 0 and self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
 
     async def close(self) -> None:
         self._retired = True
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
+
+
+def _encode_text_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    encoded = []
+    for name, value in headers:
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"header {name!r} has a line break or NUL in its value")
+        encoded.append((name.encode("ascii"), value.encode("utf-8")))
+    return encoded
 
 
 def _failure(exc: BaseException, upstream: str, route: str | None) -> BaseException:

@@ -97,50 +97,52 @@ def upstream_request_headers(
     client_ip: str | None,
     scheme: str,
     trusted_client: bool,
-) -> list[tuple[str, str]]:
-    """The headers the upstream receives, as text for the forwarding client.
+) -> Headers:
+    """The headers the upstream receives, as bytes pairs for the forwarding client.
 
-    Values must be UTF-8: the client library writes text back as UTF-8, so that
-    is the only way every byte arrives as the client sent it.
+    Every value must be UTF-8 (or the request is refused), and goes out byte for byte.
     """
     named = _connection_named(raw_headers)
-    out: list[tuple[str, str]] = []
-    forwarded_for: str | None = None
-    proto: str | None = None
-    host: str | None = None
-    forwarded_host: str | None = None
-    via: str | None = None
+    out: Headers = []
+    forwarded_for: bytes | None = None
+    proto: bytes | None = None
+    host: bytes | None = None
+    forwarded_host: bytes | None = None
+    via: bytes | None = None
     for name, value in raw_headers:
+        if not value.isascii():
+            # Checked for every field, dropped ones too: a value the proxy cannot read is refused.
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise BadRequest(f"header {name.decode('latin-1')} is not valid UTF-8") from None
         lower = name.lower()
         if lower in _REFRAMED or _is_hop_by_hop(lower, named) and lower not in _FORWARDING:
             continue
-        try:
-            text = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadRequest(f"header {name.decode('latin-1')} is not valid UTF-8") from None
         if lower in _FORWARDING:
             if trusted_client:
                 if lower == b"x-forwarded-for":
-                    forwarded_for = text if forwarded_for is None else f"{forwarded_for}, {text}"
+                    forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
                 elif lower == b"x-forwarded-proto":
-                    proto = proto or text
+                    proto = proto or value
                 elif lower == b"x-forwarded-host":
-                    forwarded_host = forwarded_host or text
+                    forwarded_host = forwarded_host or value
                 else:
-                    out.append((name.decode("latin-1"), text))
+                    out.append((name, value))
             continue
         if lower == b"via":
-            via = text if via is None else f"{via}, {text}"
+            via = value if via is None else via + b", " + value
             continue
         if lower == b"host" and host is None:
-            host = text
-        out.append((name.decode("latin-1"), text))
+            host = value
+        out.append((name, value))
     if client_ip:
-        out.append(("X-Forwarded-For", f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip))
-    out.append(("X-Forwarded-Proto", proto or scheme))
+        ip = client_ip.encode("ascii")
+        out.append((b"X-Forwarded-For", forwarded_for + b", " + ip if forwarded_for else ip))
+    out.append((b"X-Forwarded-Proto", proto or scheme.encode("ascii")))
     if forwarded_host or host:
-        out.append(("X-Forwarded-Host", forwarded_host or host or ""))
-    out.append(("Via", f"{via}, {VIA.decode()}" if via else VIA.decode()))
+        out.append((b"X-Forwarded-Host", forwarded_host or host or b""))
+    out.append((b"Via", via + b", " + VIA if via else VIA))
     return out
 
 

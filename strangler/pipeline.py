@@ -71,9 +71,9 @@ async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
         raw_headers, client_ip=peer, scheme=scope.get("scheme", "http"), trusted_client=trusted,
     )
     # One X-Request-ID, the proxy's (the client's own when it was sane): headers.py drops the client's.
-    upstream_headers.append(("X-Request-ID", exchange.request_id))
+    upstream_headers.append((b"X-Request-ID", exchange.request_id.encode("ascii")))
     if framing.content_length is not None:
-        upstream_headers.append(("Content-Length", str(framing.content_length)))
+        upstream_headers.append((b"Content-Length", b"%d" % framing.content_length))
     path = strip_prefix(head.path, route.match.path) if route.strip_prefix else head.path
     target = path + "?" + query.decode("latin-1") if query else path
 
@@ -93,7 +93,7 @@ class _Forwarder:
     __slots__ = ("runtime", "route_rt", "route", "method", "target", "headers", "body", "exchange", "_holding")
 
     def __init__(self, runtime: Runtime, route_rt: RouteRuntime, method: str, target: str,
-                 headers: list[tuple[str, str]], body: RequestBody, exchange: Exchange) -> None:
+                 headers: list[tuple[bytes, bytes]], body: RequestBody, exchange: Exchange) -> None:
         self.runtime = runtime
         self.route_rt = route_rt
         self.route = route_rt.route

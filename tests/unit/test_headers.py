@@ -20,7 +20,9 @@ def _raw(*pairs: tuple[str, str]) -> list[tuple[bytes, bytes]]:
 
 def _up(*pairs: tuple[str, str], client_ip: str | None = "10.0.0.5", scheme: str = "http",
         trusted: bool = False) -> list[tuple[str, str]]:
-    return upstream_request_headers(_raw(*pairs), client_ip=client_ip, scheme=scheme, trusted_client=trusted)
+    out = upstream_request_headers(_raw(*pairs), client_ip=client_ip, scheme=scheme, trusted_client=trusted)
+    assert all(isinstance(name, bytes) and isinstance(value, bytes) for name, value in out)
+    return [(name.decode("latin-1"), value.decode("utf-8")) for name, value in out]
 
 
 def _values(headers: list[tuple[str, str]], name: str) -> list[str]:

@@ -1,0 +1,620 @@
+"""A lean HTTP/1.1 client: one asyncio.Protocol per connection, a LIFO keep-alive pool per upstream.
+
+Written for exactly what a reverse proxy needs and nothing else: the request head
+goes out as the caller built it (plus one framing header), the response comes back
+as status, raw header pairs and raw body bytes. No cookies, no automatic headers,
+no decompression, no redirects, no retries (the proxy's retry policy decides those).
+Responses are parsed by httptools (llhttp, in C).
+
+A connection goes back to the pool only after a complete, well-framed exchange that
+leaves nothing unknown on the wire: never after an error, a cut or unread body, a
+request body that failed, `Connection: close`, HTTP/1.0 without keep-alive, a
+HEAD/204/304 answer, or bytes after the end of the response.
+
+forward.py is the only module that uses this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Sequence
+
+import httptools
+
+# An idle pooled connection is dropped before typical upstream idle timeouts (often 5 s or more).
+KEEPALIVE_EXPIRY_S = 4.0
+MAX_RESPONSE_HEADER_BYTES = 64 * 1024
+# Reading from the upstream pauses while this much of the body waits for the caller.
+READ_BUFFER_HIGH = 256 * 1024
+# A bytes body up to this size goes out in the same write as the head.
+_COALESCE_BODY_BYTES = 64 * 1024
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+
+class HTTPError(Exception):
+    """A transport failure talking to the upstream."""
+
+
+class ConnectError(HTTPError):
+    """The connection could not be made (refused, unreachable, TLS handshake failed)."""
+
+
+class ConnectTimeout(HTTPError):
+    """The connection was not made within the connect timeout."""
+
+
+class ReadTimeout(HTTPError):
+    """The upstream sent nothing for longer than the read timeout."""
+
+
+class RemoteDisconnected(HTTPError):
+    """The upstream closed or reset the connection before the response was complete."""
+
+
+class ProtocolError(HTTPError):
+    """The upstream answered something that is not a well-framed HTTP/1.1 response."""
+
+
+class RequestBodyLengthError(ValueError):
+    """A streamed body did not match the Content-Length the caller declared."""
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing (the response is over)."""
+
+
+def build_head(method: str, target: bytes, headers: Headers, default_host: bytes,
+               body: bytes | AsyncIterable[bytes] | None) -> tuple[bytes, int | None]:
+    """The request head, and the body length to hold a streamed body to (None: chunked).
+
+    The caller's headers go out as given, except framing headers: exactly one is added,
+    `Content-Length` for a bytes body or when the caller declared one, else
+    `Transfer-Encoding: chunked` for a streamed body, none without a body.
+    """
+    lines = [method.encode("ascii") + b" " + target + b" HTTP/1.1"]
+    append = lines.append
+    has_host = False
+    declared: bytes | None = None
+    for name, value in headers:
+        size = len(name)
+        if size == 4 or size == 14 or size == 17:
+            lower = name.lower()
+            if lower == b"host":
+                has_host = True
+            elif lower == b"content-length":
+                declared = value.strip()
+                continue
+            elif lower == b"transfer-encoding":
+                continue
+        append(name + b": " + value)
+    if not has_host:
+        lines.insert(1, b"Host: " + default_host)
+    length: int | None = None
+    if body is None:
+        if declared is not None:
+            append(b"Content-Length: " + declared)
+    elif type(body) is bytes or isinstance(body, (bytes, bytearray, memoryview)):
+        if declared is not None and declared != b"%d" % len(body):
+            raise RequestBodyLengthError(f"Content-Length {declared!r} for a body of {len(body)} bytes")
+        append(b"Content-Length: %d" % len(body))
+    elif declared is not None:
+        if not declared.isdigit():
+            raise RequestBodyLengthError(f"invalid Content-Length {declared!r}")
+        length = int(declared)
+        append(b"Content-Length: " + declared)
+    else:
+        append(b"Transfer-Encoding: chunked")
+    append(b"\r\n")
+    return b"\r\n".join(lines), length
+
+
+def _reads_until_eof(headers: Headers) -> bool:
+    """A response without Content-Length or chunked framing ends when the connection does."""
+    chunked = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"content-length":
+            return False
+        if lower == b"transfer-encoding":
+            chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+    return not chunked
+
+
+class Connection(asyncio.Protocol):
+    """One upstream connection: one exchange at a time, its response parsed as it arrives."""
+
+    __slots__ = (
+        "_pool", "_loop", "_timeout", "_transport", "_parser", "_closed", "_idle", "idle_since",
+        "_active", "_is_head", "status", "raw_headers", "_headers", "_head_done", "_complete",
+        "_keep_alive", "_stray", "_until_eof", "_body", "_buffered", "_head_bytes", "_error",
+        "_body_error", "_waiter", "_drain_waiter", "_write_paused", "_read_paused", "_timer",
+        "_last_activity", "_awaiting_source", "_writer", "_body_done",
+    )
+
+    def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop, read_timeout_s: float) -> None:
+        self._pool = pool
+        self._loop = loop
+        self._timeout = read_timeout_s
+        self._transport: asyncio.Transport = None  # type: ignore[assignment]
+        self._parser = httptools.HttpResponseParser(self)
+        self._closed = False
+        self._idle = False
+        self.idle_since = 0.0
+        self._active = False
+        self._is_head = False
+        self.status = 0
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_done = False
+        self._complete = False
+        self._keep_alive = True
+        self._stray = False
+        self._until_eof = False
+        self._body: list[bytes] = []
+        self._buffered = 0
+        self._head_bytes = 0
+        self._error: BaseException | None = None
+        self._body_error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._read_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_activity = 0.0
+        self._awaiting_source = False
+        self._writer: asyncio.Task[None] | None = None
+        self._body_done = True
+
+    # --- the exchange, as the pool and the response see it -------------------------------------
+
+    async def request(self, head: bytes, body: bytes | AsyncIterable[bytes] | None, length: int | None,
+                      is_head: bool) -> None:
+        """Send the request; return once the final response's status and headers are in."""
+        if self._closed or self._transport.is_closing():
+            raise RemoteDisconnected("the connection closed before the request was sent")
+        self._active = True
+        self._is_head = is_head
+        self._head_done = self._complete = self._stray = self._until_eof = False
+        self._keep_alive = True
+        self._head_bytes = 0
+        self._body_done = True
+        transport = self._transport
+        if body is None:
+            transport.write(head)
+        elif type(body) is bytes or isinstance(body, (bytes, bytearray, memoryview)):
+            if len(body) <= _COALESCE_BODY_BYTES:
+                transport.write(head + body)
+            else:
+                transport.write(head)
+                transport.write(body)
+        else:
+            transport.write(head)
+            self._body_done = False
+            self._writer = self._loop.create_task(self._send_body(body, length))
+        while not self._head_done:
+            if self._body_error is not None:
+                raise self._body_error
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+
+    async def read(self) -> bytes:
+        """The body's next bytes as they came (all that is buffered), b"" once it is complete."""
+        while True:
+            body = self._body
+            if body:
+                data = body[0] if len(body) == 1 else b"".join(body)
+                body.clear()
+                self._buffered = 0
+                if self._read_paused:
+                    self._read_paused = False
+                    if not self._closed:
+                        self._transport.resume_reading()
+                return data
+            if self._body_error is not None:
+                raise self._body_error
+            if self._complete:
+                return b""
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+
+    @property
+    def reusable(self) -> bool:
+        """A complete, well-framed exchange that left nothing unknown on the wire."""
+        return (self._complete and self._keep_alive and self._body_done and not self._stray
+                and self._error is None and self._body_error is None and not self._closed)
+
+    def finish_exchange(self) -> bool:
+        """End the exchange; True when the connection may carry another one."""
+        self._active = False
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done():
+            writer.cancel()         # the request body is still going out: the connection is spent
+            return False
+        return self.reusable
+
+    def park(self, now: float) -> None:
+        self._idle = True
+        self.idle_since = now
+        self._body.clear()
+        self._buffered = 0
+        self._headers = []
+        if self._read_paused:
+            self._read_paused = False
+            self._transport.resume_reading()
+
+    def unpark(self) -> None:
+        self._idle = False
+
+    def usable(self) -> bool:
+        return not self._closed and not self._transport.is_closing()
+
+    def close(self) -> None:
+        """Close after what was written (a clean end of the conversation)."""
+        if not self._closed:
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once: the upstream must see an incomplete request, never a complete one."""
+        if not self._closed:
+            self._transport.abort()
+
+    # --- waiting, with the read timeout ----------------------------------------------------------
+
+    async def _wait(self) -> None:
+        loop = self._loop
+        waiter = self._waiter = loop.create_future()
+        self._last_activity = loop.time()
+        if self._timer is None:
+            self._timer = loop.call_at(self._last_activity + self._timeout, self._on_timer)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_timer(self) -> None:
+        # One lazy timer per connection: it checks the time of the last progress and re-arms,
+        # rather than a timer set and cancelled for every wait.
+        self._timer = None
+        if self._closed or (self._waiter is None and self._drain_waiter is None):
+            return
+        now = self._loop.time()
+        if self._awaiting_source:
+            # Waiting for the client's request body: not the upstream's delay.
+            self._last_activity = now
+        deadline = self._last_activity + self._timeout
+        if now >= deadline:
+            self._fail(ReadTimeout(f"nothing from the upstream for {self._timeout:g}s"))
+        else:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        self._keep_alive = False
+        self._wake()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.abort()
+
+    # --- the request body, streamed with flow control ---------------------------------------------
+
+    async def _send_body(self, body: AsyncIterable[bytes], length: int | None) -> None:
+        transport = self._transport
+        loop = self._loop
+        iterator = body.__aiter__()
+        sent = 0
+        finished = False
+        try:
+            while True:
+                self._awaiting_source = True
+                try:
+                    chunk = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except BaseException as error:        # the body's own failure (client gone, too large)
+                    finished = True
+                    self._body_failed(error)
+                    return
+                finally:
+                    self._awaiting_source = False
+                if self._closed or self._error is not None:
+                    return                            # the response side reports why
+                if not chunk:
+                    continue
+                sent += len(chunk)
+                if length is None:
+                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                elif sent > length:
+                    self._body_failed(RequestBodyLengthError(f"request body longer than its Content-Length {length}"))
+                    return
+                else:
+                    transport.write(chunk)
+                self._last_activity = loop.time()
+                if self._write_paused:
+                    await self._drain()
+            finished = True
+            if self._closed or self._error is not None:
+                return
+            if length is None:
+                transport.write(b"0\r\n\r\n")
+            elif sent != length:
+                self._body_failed(RequestBodyLengthError(f"request body of {sent} bytes, not its Content-Length {length}"))
+                return
+            self._body_done = True
+        finally:
+            if not finished:
+                aclose = getattr(iterator, "aclose", None)
+                if aclose is not None:
+                    try:
+                        await aclose()
+                    except BaseException:   # noqa: BLE001 - closing an abandoned body; nothing to report
+                        pass
+
+    async def _drain(self) -> None:
+        while self._write_paused and not self._closed and self._error is None:
+            waiter = self._drain_waiter = self._loop.create_future()
+            if self._timer is None:
+                self._last_activity = self._loop.time()
+                self._timer = self._loop.call_at(self._last_activity + self._timeout, self._on_timer)
+            try:
+                await waiter
+            finally:
+                self._drain_waiter = None
+
+    def _body_failed(self, error: BaseException) -> None:
+        self._body_error = error
+        self._keep_alive = False
+        self._wake()
+        self.abort()
+
+    # --- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._pool._connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._active or self._complete:
+            # Bytes nobody asked for: they would become the next request's response.
+            self._stray = True
+            if self._idle:
+                self._pool._discard(self)
+                self.abort()
+            return
+        self._last_activity = self._loop.time()
+        if not self._head_done:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if not self._complete:
+                self._fail(ProtocolError("the upstream switched protocols unasked"))
+            else:
+                self._stray = True
+        except httptools.HttpParserError as error:
+            if self._complete:
+                self._stray = True
+            else:
+                self._fail(ProtocolError(f"malformed response: {error}"))
+        else:
+            if not self._head_done and self._head_bytes > MAX_RESPONSE_HEADER_BYTES:
+                self._fail(ProtocolError(f"response head over {MAX_RESPONSE_HEADER_BYTES} bytes"))
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        pool = self._pool
+        pool._connections.discard(self)
+        if self._idle:
+            pool._discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._active and not self._complete and self._error is None:
+            if self._head_done and self._until_eof and exc is None:
+                self._complete = True           # a body delimited by the end of the connection
+            else:
+                where = "mid-body" if self._head_done else "before the response head"
+                cause = f": {exc}" if exc is not None else ""
+                self._error = RemoteDisconnected(f"the upstream closed the connection {where}{cause}")
+        self._keep_alive = False
+        self._wake()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- httptools callbacks -----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._complete:
+            raise _Stop()        # a second response nobody asked for
+        self._headers = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        if status < 200:
+            return       # 100 Continue and other interim answers: the final one follows (101 is refused)
+        headers = self._headers
+        if self._head_bytes > MAX_RESPONSE_HEADER_BYTES and (
+                sum(len(name) + len(value) + 4 for name, value in headers) > MAX_RESPONSE_HEADER_BYTES):
+            self._fail(ProtocolError(f"response head over {MAX_RESPONSE_HEADER_BYTES} bytes"))
+            raise _Stop()
+        self.status = status
+        self.raw_headers = headers
+        self._head_done = True
+        if self._is_head:
+            # httptools does not know the request method: the answer to HEAD ends with its head,
+            # whatever Content-Length says, and the connection is not used again.
+            self._complete = True
+            self._keep_alive = False
+            self._wake()
+            raise _Stop()
+        if not parser.should_keep_alive():
+            self._keep_alive = False
+            self._until_eof = status != 204 and status != 304 and _reads_until_eof(headers)
+        elif status == 204 or status == 304:
+            self._keep_alive = False       # stray bytes after a bodiless answer would be the next response
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._buffered += len(body)
+        if self._buffered > READ_BUFFER_HIGH and not self._read_paused:
+            self._read_paused = True
+            self._transport.pause_reading()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_message_complete(self) -> None:
+        if not self._head_done:
+            return       # an interim answer's end
+        self._complete = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class Pool:
+    """Keep-alive connections to one origin, most recently used first.
+
+    No limit and no waiting for a free connection: the caller's bulkhead bounds concurrency.
+    """
+
+    def __init__(self, host: str, port: int, *, connect_timeout_s: float, read_timeout_s: float,
+                 ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None) -> None:
+        self.host = host
+        self.port = port
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._ssl = ssl_context
+        self._server_hostname = server_hostname if ssl_context is not None else None
+        self._idle: deque[Connection] = deque()
+        self._connections: set[Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self.closed = False
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    @property
+    def open_count(self) -> int:
+        return len(self._connections)
+
+    async def request(self, head: bytes, body: bytes | AsyncIterable[bytes] | None, length: int | None,
+                      is_head: bool) -> Connection:
+        """Send a request on an idle connection or a new one; return it once the response head is in."""
+        connection = self._take_idle() or await self._connect()
+        try:
+            await connection.request(head, body, length, is_head)
+        except BaseException:
+            # An error, a failed request body, a cancellation: the connection's state is unknown.
+            connection.finish_exchange()
+            connection.abort()
+            raise
+        return connection
+
+    def release(self, connection: Connection) -> None:
+        """The exchange is over: keep the connection for the next one if it is clean, else close it."""
+        reusable = connection.finish_exchange()
+        if reusable and not self.closed:
+            loop = connection._loop
+            connection.park(loop.time())
+            self._idle.append(connection)
+            if self._sweeper is None:
+                self._sweeper = loop.call_later(KEEPALIVE_EXPIRY_S + 0.05, self._sweep)
+        elif connection._complete and connection._error is None and connection._body_error is None:
+            connection.close()
+        else:
+            connection.abort()
+
+    def _take_idle(self) -> Connection | None:
+        idle = self._idle
+        while idle:
+            connection = idle.pop()
+            connection.unpark()
+            if not connection.usable():
+                continue
+            if connection._loop.time() - connection.idle_since < KEEPALIVE_EXPIRY_S:
+                return connection
+            # The most recent one has expired, so have all the older ones.
+            connection.close()
+            while idle:
+                older = idle.pop()
+                older.unpark()
+                older.close()
+        return None
+
+    def _discard(self, connection: Connection) -> None:
+        connection.unpark()
+        try:
+            self._idle.remove(connection)
+        except ValueError:
+            pass
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        idle = self._idle
+        if not idle:
+            return
+        loop = idle[0]._loop
+        now = loop.time()
+        while idle and now - idle[0].idle_since >= KEEPALIVE_EXPIRY_S:
+            connection = idle.popleft()
+            connection.unpark()
+            connection.close()
+        if idle:
+            self._sweeper = loop.call_at(idle[0].idle_since + KEEPALIVE_EXPIRY_S + 0.05, self._sweep)
+
+    async def _connect(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        factory: Callable[[], Connection] = lambda: Connection(self, loop, self._read_timeout_s)  # noqa: E731
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, connection = await loop.create_connection(
+                    factory, self.host, self.port, ssl=self._ssl, server_hostname=self._server_hostname)
+        except TimeoutError:
+            raise ConnectTimeout(f"no connection to {self.host}:{self.port} within {self._connect_timeout_s:g}s") from None
+        except OSError as error:
+            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {error.strerror or error}") from error
+        return connection
+
+    def close(self) -> None:
+        """Close every connection, idle or in use."""
+        self.closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._idle.clear()
+        for connection in list(self._connections):
+            connection.unpark()
+            connection.abort()
