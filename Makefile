@@ -19,6 +19,11 @@ test: $(BIN)/strangler
 check: $(BIN)/strangler
 	$(BIN)/strangler check config/routes.yaml
 
+# Not part of `make test`: wrk against strangler and its peers in one run (installs nginx and wrk
+# with apt-get when missing); BENCH_ARGS="--quick" or "--rounds 3".
+bench: $(BIN)/strangler
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 # Not part of `make test`: 10 minutes of mixed load with faults and reloads (SOAK_SECONDS to
 # shorten), then the fuzz targets with a large budget (STRANGLER_FUZZ_EXAMPLES).
 soak: $(BIN)/strangler
