@@ -29,7 +29,7 @@ from strangler.headers import HOP_BY_HOP, request_framing, upstream_request_head
 from strangler.paths import normalize_path
 from tests.fuzz.budget import fuzz_settings
 from tests.hardening.conftest import Rig
-from tests.hardening.upstream import RecordingUpstream
+from tests.support.faults import RecordingUpstream
 from tests.support.metrics import scrape
 from tests.support.servers import ProxyProcess
 

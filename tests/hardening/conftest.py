@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hardening.upstream import RecordingUpstream
+from tests.support.faults import RecordingUpstream
 from tests.support.servers import ProxyProcess
 from tests.support.toxiproxy import Toxiproxy
 

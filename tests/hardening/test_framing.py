@@ -19,8 +19,8 @@ import time
 import pytest
 
 from tests.hardening.conftest import Rig
-from tests.hardening.upstream import RecordingUpstream
 from tests.hardening.wire import closes_after, converse
+from tests.support.faults import RecordingUpstream
 from tests.support.rawhttp import RawConnection
 from tests.support.servers import ProxyProcess
 from tests.support.toxiproxy import Latency, Toxiproxy

@@ -9,8 +9,8 @@ import pytest
 
 from strangler.config.loader import ConfigError, parse_config
 from tests.hardening.conftest import Rig
-from tests.hardening.upstream import RecordingUpstream
 from tests.hardening.wire import converse
+from tests.support.faults import RecordingUpstream
 from tests.support.metrics import scrape
 from tests.support.servers import ProxyProcess
 

@@ -16,8 +16,8 @@ import pytest
 from strangler.config.loader import ConfigError, parse_config
 from strangler.config.model import Limits
 from tests.hardening.conftest import Rig
-from tests.hardening.upstream import RecordingUpstream
 from tests.hardening.wire import closes_after, converse
+from tests.support.faults import RecordingUpstream
 from tests.support.rawhttp import RawConnection
 from tests.support.servers import ProxyProcess
 

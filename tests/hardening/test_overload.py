@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.hardening.conftest import Rig
-from tests.hardening.upstream import RecordingUpstream
+from tests.support.faults import RecordingUpstream
 from tests.support.metrics import scrape
 from tests.support.servers import ProxyProcess
 from tests.support.toxiproxy import Latency

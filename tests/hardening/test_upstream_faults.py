@@ -20,8 +20,8 @@ import json
 import pytest
 
 from tests.hardening.conftest import Rig
-from tests.hardening.upstream import RecordingUpstream, Seen
 from tests.hardening.wire import Fetched, fetch
+from tests.support.faults import Received, RecordingUpstream
 from tests.support.procnet import established_to_port
 from tests.support.servers import ProxyProcess, wait_until
 from tests.support.toxiproxy import CloseOnReuse, Latency, LimitData, ResetPeer, Slicer, Timeout, Toxiproxy
@@ -36,7 +36,7 @@ class Faulty:
     def get(self, target: str, test_id: str, method: str = "GET", body: bytes = b"") -> Fetched:
         return fetch(self.proxy.port, method, target, test_id=test_id, body=body)
 
-    def seen(self, test_id: str) -> list[Seen]:
+    def seen(self, test_id: str) -> list[Received]:
         return self.upstream.with_id(test_id)
 
     def next_is_fine(self, test_id: str, *, not_on: set[int] = frozenset(), times: int = 3) -> None:

@@ -1,4 +1,4 @@
-"""Fault-injecting upstreams on 127.0.0.1, each counting what it received.
+"""Fault-injecting upstreams on 127.0.0.1, each recording what it received.
 
 Every server here is a small HTTP/1.1 server on raw asyncio streams, run in a
 thread with its own event loop, so that a test controls the bytes on the wire:
@@ -11,44 +11,49 @@ sleeps: a hanging upstream hangs until `release()` or `stop()`.
 - `Hanging`           reads the request and never answers until released
 - `ResetBeforeAnswer` reads the request, then resets the connection without answering
 - `ResetMidResponse`  sends the status, headers and part of the body, then resets (SO_LINGER 0)
+- `RecordingUpstream` answers by the path it receives, well-behaved or broken on request
+                      (the hardening and fuzz tests' upstream; see its docstring)
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-_HEAD_LIMIT = 64 * 1024
+from tests.support.loopserver import LoopServer
+from tests.support.loopserver import reset as _reset
 
 
 @dataclass(frozen=True)
 class Received:
-    """One request as an upstream saw it."""
+    """One request as an upstream received it."""
 
+    conn: int                                     # the connection it came on, from 1
     method: str
     target: str
-    headers: dict[str, str]          # lower-case names; the last value wins
+    headers: tuple[tuple[bytes, bytes], ...]      # as on the wire, in order
     body: bytes
 
+    def values(self, name: str) -> list[bytes]:
+        lower = name.lower().encode()
+        return [value for key, value in self.headers if key.lower() == lower]
 
-@dataclass
-class _Request:
-    method: str
-    target: str
-    version: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    @property
+    def test_id(self) -> str | None:
+        found = self.values("x-test-id")
+        return found[0].decode("latin-1") if found else None
 
-    def header(self, name: str) -> str | None:
-        for key, value in reversed(self.headers):
-            if key == name:
-                return value
-        return None
+    @property
+    def framing(self) -> list[bytes]:
+        """Every Content-Length and Transfer-Encoding line, name and value."""
+        return [key + b": " + value for key, value in self.headers
+                if key.lower() in (b"content-length", b"transfer-encoding")]
 
 
 class _Gate:
@@ -102,25 +107,23 @@ class RefusedPort:
         self._sock.close()
 
 
-class FaultServer:
+class FaultServer(LoopServer):
     """A raw HTTP/1.1 server in a thread. Subclasses decide how to answer in `respond`."""
+
+    head_limit = 64 * 1024          # a longer request head drops the connection
+    backlog = 256
 
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(256)
+        self._sock.listen(self.backlog)
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.received: list[Received] = []
         self.connections = 0
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"{type(self).__name__}:{self.port}")
+        super().__init__(f"{type(self).__name__}:{self.port}")
         self._released = _Gate()
 
     # Counting.
@@ -135,13 +138,14 @@ class FaultServer:
         with self._lock:
             return [request.method for request in self.received]
 
-    # Life cycle.
+    def requests(self) -> list[Received]:
+        with self._lock:
+            return list(self.received)
 
-    def start(self) -> "FaultServer":
-        self._thread.start()
-        if not self._ready.wait(timeout=10):
-            raise AssertionError(f"{type(self).__name__} did not start")
-        return self
+    def with_id(self, test_id: str) -> list[Received]:
+        return [request for request in self.requests() if request.test_id == test_id]
+
+    # Life cycle (start, stop: LoopServer).
 
     def release(self) -> None:
         """Let every held answer go (and any later one through at once)."""
@@ -150,70 +154,37 @@ class FaultServer:
     def stop(self) -> None:
         """Release what is held, drop every connection, stop the loop and join the thread."""
         self.release()
-        loop = self._loop
-        if loop is not None and self._thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
-            future.result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(timeout=10)
+        super().stop()
 
-    def __enter__(self) -> "FaultServer":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            self._server = loop.run_until_complete(asyncio.start_server(self._connection, sock=self._sock))
-            self._ready.set()
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    async def _shutdown(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._connection, sock=self._sock, limit=self.head_limit)
 
     # Serving.
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self._writers.add(writer)
-        with self._lock:
-            self.connections += 1
-        try:
-            while True:
-                request = await _read_head(reader)
-                if request is None:
-                    return
-                body = await _read_body(reader, request)
-                with self._lock:
-                    index = len(self.received)
-                    self.received.append(Received(request.method, request.target,
-                                                  {k: v for k, v in request.headers}, body))
-                keep_alive = await self.respond(index, request, writer)
-                if not keep_alive or (request.header("connection") or "").lower() == "close":
-                    return
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            return
-        finally:
-            self._tasks.discard(task)
-            self._writers.discard(writer)
-            if not writer.transport.is_closing():
-                writer.close()
+        with self._tracked(writer):
+            with self._lock:
+                self.connections += 1
+                conn = self.connections
+            try:
+                while True:
+                    request = await _read_request(reader, conn, self.head_limit)
+                    if request is None:
+                        return
+                    with self._lock:
+                        index = len(self.received)
+                        self.received.append(request)
+                    keep_alive = await self.respond(index, request, writer)
+                    if not keep_alive or any(value.lower() == b"close" for value in request.values("connection")):
+                        return
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError,
+                    asyncio.CancelledError):
+                return
+            finally:
+                if not writer.transport.is_closing():
+                    writer.close()
 
-    async def respond(self, index: int, request: _Request, writer: asyncio.StreamWriter) -> bool:
+    async def respond(self, index: int, request: Received, writer: asyncio.StreamWriter) -> bool:
         """Answer request number `index` (from 0); return False to close the connection."""
         raise NotImplementedError
 
@@ -243,7 +214,7 @@ class Scripted(FaultServer):
     def status_for(self, index: int) -> int:
         return self.statuses[index] if index < len(self.statuses) else self.then
 
-    async def respond(self, index: int, request: _Request, writer: asyncio.StreamWriter) -> bool:
+    async def respond(self, index: int, request: Received, writer: asyncio.StreamWriter) -> bool:
         if self.hold_from is not None and index >= self.hold_from:
             await self.held()
         if self.delay_s:
@@ -263,7 +234,7 @@ class Scripted(FaultServer):
 class Hanging(FaultServer):
     """Reads each request and answers nothing until `release()` (then 200) or `stop()`."""
 
-    async def respond(self, index: int, request: _Request, writer: asyncio.StreamWriter) -> bool:
+    async def respond(self, index: int, request: Received, writer: asyncio.StreamWriter) -> bool:
         await self.held()
         await _write_response(writer, 200, [("Content-Type", "text/plain")], b"released")
         return True
@@ -284,7 +255,7 @@ class ResetMidResponse(FaultServer):
         self.length = length
         self.sent = sent
 
-    async def respond(self, index: int, request: _Request, writer: asyncio.StreamWriter) -> bool:
+    async def respond(self, index: int, request: Received, writer: asyncio.StreamWriter) -> bool:
         if index >= self.resets:
             await _write_response(writer, 200, [("Content-Type", "text/plain")], b"whole")
             return True
@@ -304,52 +275,138 @@ class ResetMidResponse(FaultServer):
 class ResetBeforeAnswer(FaultServer):
     """Reads each request whole, then resets the connection without a byte of answer."""
 
-    async def respond(self, index: int, request: _Request, writer: asyncio.StreamWriter) -> bool:
+    async def respond(self, index: int, request: Received, writer: asyncio.StreamWriter) -> bool:
         _reset(writer)
         return False
 
 
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close with SO_LINGER 0: the peer gets a RST, not a FIN."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+class RecordingUpstream(FaultServer):
+    """A recording upstream, well-behaved or broken on request.
+
+    It keeps every request exactly as it came on the wire (header lines in order,
+    repeated ones too, the connection it came on), so a test can check that the
+    upstream received exactly one framing header, that a request never arrived,
+    or that a broken connection was not used again.
 
 
-async def _read_head(reader: asyncio.StreamReader) -> _Request | None:
+    What it answers depends on the path it receives (a marker may come anywhere in it,
+    so `/route/<test id>/bad/extra` works):
+
+    - anything else          200, `X-Echo-Id` = the request's X-Test-Id, body `id=<id> conn=<n>` (padded to
+                             `?size=N` bytes), Content-Length framed; `?chunked=1` frames it chunked
+    - `.../status/<code>`    that status; 204/304 with no body (the 304 with a Content-Length, as allowed)
+    - `.../bad/garbage`      bytes that are not HTTP, then the connection closes
+    - `.../bad/extra`        Content-Length 5 and more bytes than that: a whole stray response follows
+    - `.../bad/204-body`, `.../bad/304-body`, HEAD on `.../bad/head-body`
+                             a bodyless answer followed by the same stray response
+
+    After a broken answer the connection stays open and keeps serving, so a client
+    that reused it would read the stray response (`X-Stray: 1`, body `STRAY!`) as
+    the answer to its next request.
+    """
+
+    head_limit = 256 * 1024
+    backlog = 1024
+
+    async def respond(self, index: int, request: Received, writer: asyncio.StreamWriter) -> bool:
+        return await _answer(request, writer)
+
+
+STRAY = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nX-Stray: 1\r\n\r\nSTRAY!"
+
+
+def _response(status: int, headers: list[tuple[str, str]], body: bytes, *, head: bool = False,
+              chunked: bool = False) -> bytes:
+    lines = [f"HTTP/1.1 {status} Status", *(f"{k}: {v}" for k, v in headers)]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+        payload = b"" if head else (b"%x\r\n" % len(body) + body + b"\r\n" if body else b"") + b"0\r\n\r\n"
+    else:
+        lines.append(f"Content-Length: {len(body)}")
+        payload = b"" if head else body
+    return "\r\n".join(lines).encode("latin-1") + b"\r\n\r\n" + payload
+
+
+async def _answer(seen: Received, writer: asyncio.StreamWriter) -> bool:
+    """Write the answer; False closes the connection."""
+    split = urlsplit(seen.target)
+    path, query = split.path, parse_qs(split.query)
+    for marker in ("/bad/", "/status/"):
+        if marker in path:
+            path = marker + path.split(marker, 1)[1]
+    head = seen.method == "HEAD"
+    echo = [("Content-Type", "text/plain"), ("X-Echo-Id", seen.test_id or "-"), ("X-Conn", str(seen.conn))]
+    if path == "/bad/garbage":
+        writer.write(b"THIS IS NOT HTTP\r\n\x00\x01\x02\r\n\r\n")
+        await writer.drain()
+        return False
+    if path == "/bad/extra":
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Echo-Id: %s\r\n\r\nhello" % (
+            (seen.test_id or "-").encode()) + STRAY)
+        await writer.drain()
+        return True
+    if path in ("/bad/204-body", "/bad/304-body") or (path == "/bad/head-body" and head):
+        status = {"/bad/204-body": 204, "/bad/304-body": 304}.get(path, 200)
+        length = b"" if status == 204 else b"Content-Length: 5\r\n"
+        writer.write(b"HTTP/1.1 %d Status\r\n%sX-Echo-Id: %s\r\n\r\nhello" % (
+            status, length, (seen.test_id or "-").encode()) + STRAY)
+        await writer.drain()
+        return True
+    if path.startswith("/status/"):
+        status = int(path.rsplit("/", 1)[1])
+        if status in (204, 304):
+            extra = [("Content-Length", "42")] if status == 304 else []
+            lines = [f"HTTP/1.1 {status} Status", *(f"{k}: {v}" for k, v in echo + extra)]
+            writer.write("\r\n".join(lines).encode() + b"\r\n\r\n")
+        else:
+            writer.write(_response(status, echo, b"status %d" % status, head=head))
+        await writer.drain()
+        return True
+    body = f"id={seen.test_id} conn={seen.conn}".encode()
+    size = int(query.get("size", ["0"])[0])
+    if size > len(body):
+        body += b"." * (size - len(body))
+    writer.write(_response(200, echo, body, head=head, chunked=bool(query.get("chunked"))))
+    await writer.drain()
+    return True
+
+
+async def _read_request(reader: asyncio.StreamReader, conn: int, head_limit: int) -> Received | None:
+    """The next request on the connection, body and all; None at a clean EOF between requests."""
     try:
-        raw = await reader.readuntil(b"\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as eof:
         if eof.partial.strip():
             raise
         return None
     except asyncio.LimitOverrunError:
         raise ConnectionError("request head too large") from None
-    if len(raw) > _HEAD_LIMIT:
+    if len(head) > head_limit:
         raise ConnectionError("request head too large")
-    lines = raw.decode("latin-1").split("\r\n")
-    method, target, version = lines[0].split(" ", 2)
-    request = _Request(method, target, version)
+    lines = head[:-4].split(b"\r\n")
+    method, target, _version = lines[0].decode("latin-1").split(" ", 2)
+    headers = []
     for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            request.headers.append((name.strip().lower(), value.strip()))
-    return request
-
-
-async def _read_body(reader: asyncio.StreamReader, request: _Request) -> bytes:
-    if (request.header("transfer-encoding") or "").lower() == "chunked":
+        name, _, value = line.partition(b":")
+        headers.append((name, value.strip(b" \t")))
+    lengths = [v for k, v in headers if k.lower() == b"content-length"]
+    chunked = any(v.lower() == b"chunked" for k, v in headers if k.lower() == b"transfer-encoding")
+    if chunked:
         parts = []
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
             if size == 0:
-                await reader.readuntil(b"\r\n")      # no trailers expected
-                return b"".join(parts)
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":    # trailers, if any
+                    pass
+                break
             parts.append(await reader.readexactly(size))
             await reader.readexactly(2)
-    length = request.header("content-length")
-    return await reader.readexactly(int(length)) if length else b""
+        body = b"".join(parts)
+    elif lengths:
+        body = await reader.readexactly(int(lengths[0]))
+    else:
+        body = b""
+    return Received(conn, method, target, tuple(headers), body)
 
 
 _REASONS = {200: "OK", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",

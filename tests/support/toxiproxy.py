@@ -31,10 +31,12 @@ import asyncio
 import itertools
 import random
 import socket
-import struct
 import threading
 from dataclasses import dataclass, field
 from typing import Literal
+
+from tests.support.loopserver import LoopServer
+from tests.support.loopserver import reset as _reset
 
 Stream = Literal["upstream", "downstream"]
 _READ_SIZE = 64 * 1024
@@ -117,18 +119,12 @@ class _Link:
             timer.cancel()
         for writer in (self.client, self.server):
             if reset:
-                sock = writer.get_extra_info("socket")
-                if sock is not None:
-                    try:
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    except OSError:
-                        pass
-                writer.transport.abort()
+                _reset(writer)
             else:
                 writer.transport.close()
 
 
-class Toxiproxy:
+class Toxiproxy(LoopServer):
     """A TCP proxy on 127.0.0.1 to `127.0.0.1:upstream_port`, with toxics toggled per test."""
 
     def __init__(self, upstream_port: int, *, name: str = "toxiproxy", seed: int | None = None) -> None:
@@ -144,53 +140,14 @@ class Toxiproxy:
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)
         self._links: dict[int, _Link] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.Server | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"{name}:{self.port}")
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
+        super().__init__(f"{name}:{self.port}")
         self.connections = 0           # accepted client connections, in all
         self.closed_by_toxic: list[tuple[int, str]] = []   # (link number, toxic) for links a toxic closed
 
-    # Life cycle -------------------------------------------------------------------------------
+    # Life cycle (start, stop: LoopServer) --------------------------------------------------------
 
     def start(self) -> "Toxiproxy":
-        self._thread.start()
-        if not self._started.wait(timeout=10):
-            raise AssertionError(f"{self.name} did not start")
-        if self._failure is not None:
-            raise AssertionError(f"{self.name} did not start: {self._failure!r}")
-        return self
-
-    def stop(self) -> None:
-        loop = self._loop
-        if loop is not None and self._thread.is_alive():
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> "Toxiproxy":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            try:
-                loop.run_until_complete(self._listen())
-            except BaseException as error:       # port taken meanwhile: say so in start()
-                self._failure = error
-                return
-            finally:
-                self._started.set()
-            loop.run_forever()
-        finally:
-            loop.close()
+        return super().start()
 
     async def _listen(self) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -200,18 +157,9 @@ class Toxiproxy:
         self._server = await asyncio.start_server(self._accept, sock=sock)
 
     async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
         for link in list(self._links.values()):
             link.close(reset=False, why="stop")
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def _call(self, coroutine_function) -> None:       # type: ignore[no-untyped-def]
-        assert self._loop is not None
-        asyncio.run_coroutine_threadsafe(coroutine_function(), self._loop).result(timeout=10)
+        await super()._shutdown()
 
     # Control ------------------------------------------------------------------------------------
 
@@ -268,30 +216,26 @@ class Toxiproxy:
     # Data path ----------------------------------------------------------------------------------
 
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self.connections += 1
-        try:
+        with self._tracked():
+            self.connections += 1
             try:
-                server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-            except OSError:
-                _reset(client_writer)          # the upstream refused: so does the proxy
-                return
-            link = _Link(next(self._numbers), client_writer, server_writer)
-            self._links[link.number] = link
-            try:
-                await asyncio.gather(
-                    self._pump(link, "upstream", client_reader, server_writer),
-                    self._pump(link, "downstream", server_reader, client_writer),
-                )
-            finally:
-                link.close(reset=False, why=link.closed_by or "eof")
-                del self._links[link.number]
-        except asyncio.CancelledError:
-            pass            # stop(): a cancelled handler task would make asyncio log an error
-        finally:
-            self._tasks.discard(task)
+                try:
+                    server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+                except OSError:
+                    _reset(client_writer)          # the upstream refused: so does the proxy
+                    return
+                link = _Link(next(self._numbers), client_writer, server_writer)
+                self._links[link.number] = link
+                try:
+                    await asyncio.gather(
+                        self._pump(link, "upstream", client_reader, server_writer),
+                        self._pump(link, "downstream", server_reader, client_writer),
+                    )
+                finally:
+                    link.close(reset=False, why=link.closed_by or "eof")
+                    del self._links[link.number]
+            except asyncio.CancelledError:
+                pass            # stop(): a cancelled handler task would make asyncio log an error
 
     def _active(self, link: _Link, stream: Stream) -> list[Toxic]:
         active = []
@@ -372,12 +316,3 @@ class Toxiproxy:
             self.closed_by_toxic.append((link.number, toxic.name))
         link.close(reset=reset, why=toxic.name)
 
-
-def _reset(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-    writer.transport.abort()
