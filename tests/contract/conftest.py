@@ -10,20 +10,8 @@ import pytest
 
 from extracted_services.common.app import build_app as build_service_app
 from legacy_monolith.asgi import build_app as build_monolith_app
-from tests.contract.seeding import SERVICES, copy_databases, seed_everything
-
-
-@pytest.fixture(scope="session")
-def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("seeded")
-    seed_everything(directory)
-    return directory
-
-
-@pytest.fixture
-def data_dir(seeded_template: Path, tmp_path: Path) -> Path:
-    """A private copy of the seeded databases: a test may write without disturbing the next."""
-    return copy_databases(seeded_template, tmp_path)
+from tests.contract.seeding import SERVICES
+from tests.support.seeded import data_dir, seeded_template  # noqa: F401  (fixtures)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import pytest
 from extracted_services.common.app import build_app as build_service_app
 from extracted_services.common.wiring import Wiring
 from legacy_monolith.asgi import build_app as build_monolith_app
-from tests.contract.seeding import SERVICES, copy_databases, seed_everything
+from tests.contract.seeding import SERVICES
+from tests.support.seeded import data_dir, seeded_template  # noqa: F401  (fixtures)
 from tests.support.servers import ThreadedServer
 
 TOKEN = "data-tests-token"
@@ -72,18 +73,6 @@ class Shop:
     def stop(self) -> None:
         for server in self.servers.values():
             server.stop()
-
-
-@pytest.fixture(scope="session")
-def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("seeded")
-    seed_everything(directory)
-    return directory
-
-
-@pytest.fixture
-def data_dir(seeded_template: Path, tmp_path: Path) -> Path:
-    return copy_databases(seeded_template, tmp_path)
 
 
 @pytest.fixture

@@ -11,21 +11,9 @@ import pytest
 from starlette.applications import Starlette
 
 from legacy_monolith.asgi import build_app
-from tests.contract.seeding import copy_databases, seed_everything
+from tests.support.seeded import data_dir, seeded_template  # noqa: F401  (fixtures)
 
 CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([0-9a-f]+)"')
-
-
-@pytest.fixture(scope="session")
-def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("seeded")
-    seed_everything(directory)
-    return directory
-
-
-@pytest.fixture
-def data_dir(seeded_template: Path, tmp_path: Path) -> Path:
-    return copy_databases(seeded_template, tmp_path)
 
 
 @pytest.fixture
