@@ -461,6 +461,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quiet-wait", type=float, default=20.0,
                         help="before each measurement, wait up to this many seconds for other work on the "
                              "machine to stop (default 20; 0: never wait)")
+    parser.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
+                        help="comma-separated subset of " + ",".join(s.key for s in SCENARIOS))
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 2 measurement")
     parser.add_argument("--results-dir", type=Path, default=harness.RESULTS_DIR)
     args = parser.parse_args(argv)
@@ -469,6 +471,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.contenders.split(",")) - set(CONTENDERS)
     if unknown:
         parser.error(f"unknown contenders: {', '.join(sorted(unknown))}")
+    unknown = set(args.scenarios.split(",")) - {s.key for s in SCENARIOS}
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     return args
 
 
@@ -532,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
 
         running = [c for c in contenders.values() if c.ok]
         # Scenario by scenario, contender after contender: drift on a noisy machine hits all alike.
-        for scenario in SCENARIOS:
+        for scenario in (s for s in SCENARIOS if s.key in args.scenarios.split(",")):
             for _ in range(args.rounds):
                 for contender in running:
                     measure(contender, scenario, scripts, tools["wrk"], args, origin.pid)

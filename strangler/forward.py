@@ -76,6 +76,10 @@ class UpstreamResponse:
         except http1.HTTPError as exc:
             raise _failure(exc, self._client.upstream.name, None) from exc
 
+    def whole_body(self) -> bytes | None:
+        """The body at once if it arrived whole with the head, sparing a small answer the stream."""
+        return self._connection.whole_body()
+
     def finish(self, *, complete: bool) -> None:
         """Return the connection to the pool only after a complete, well-framed exchange.
 

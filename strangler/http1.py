@@ -204,16 +204,8 @@ class Connection(asyncio.Protocol):
     async def read(self) -> bytes:
         """The body's next bytes as they came (all that is buffered), b"" once it is complete."""
         while True:
-            body = self._body
-            if body:
-                data = body[0] if len(body) == 1 else b"".join(body)
-                body.clear()
-                self._buffered = 0
-                if self._read_paused:
-                    self._read_paused = False
-                    if not self._closed:
-                        self._transport.resume_reading()
-                return data
+            if self._body:
+                return self._take_buffered()
             if self._body_error is not None:
                 raise self._body_error
             if self._complete:
@@ -221,6 +213,23 @@ class Connection(asyncio.Protocol):
             if self._error is not None:
                 raise self._error
             await self._wait()
+
+    def whole_body(self) -> bytes | None:
+        """The whole body if it has already arrived intact (most small answers), else None."""
+        if not self._complete or self._error is not None or self._body_error is not None:
+            return None
+        return self._take_buffered() if self._body else b""
+
+    def _take_buffered(self) -> bytes:
+        body = self._body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._buffered = 0
+        if self._read_paused:
+            self._read_paused = False
+            if not self._closed:
+                self._transport.resume_reading()
+        return data
 
     @property
     def reusable(self) -> bool:

@@ -258,6 +258,11 @@ async def _stream(response: UpstreamResponse, method: str, config: Config, send:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             complete = True
             return
+        whole = response.whole_body()
+        if whole is not None:
+            await send({"type": "http.response.body", "body": whole, "more_body": False})
+            complete = True
+            return
         chunks = response.chunks()
         try:
             async for chunk in chunks:
