@@ -19,21 +19,10 @@ import aiohttp
 import httpx
 import pytest
 
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import Named, free_port, wait_until
 
 QUERY = "sum by (upstream) (rate(strangler_requests_total[1m]))"
 LEGACY_PERCENT = 25
-
-
-class Named:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": self.name.encode()})
 
 
 class Traffic:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.support.configs import catch_all
 from tests.support.rawhttp import RawConnection, ThreadedEvent, raw_request
 from tests.support.servers import ProxyProcess, Recorder, ThreadedServer, free_port
 
@@ -52,19 +53,6 @@ def echo_app(recorder: Recorder, name: str = "echo"):
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
     return app
-
-
-def _one_route(upstream_url: str, *, top: str = "") -> str:
-    return f"""
-version: 1
-{top}
-upstreams:
-  legacy: {{url: "{upstream_url}"}}
-routes:
-  - name: all
-    match: {{path: /}}
-    to: legacy
-"""
 
 
 @pytest.fixture
@@ -171,7 +159,7 @@ def test_hop_by_hop_and_connection_named_headers_do_not_reach_the_upstream(share
 
 def test_trusted_proxy_x_forwarded_for_is_appended(echo, start_proxy):
     recorder, upstream = echo
-    proxy = start_proxy(_one_route(upstream.url, top="trusted_proxies: [127.0.0.1/32]"))
+    proxy = start_proxy(catch_all(upstream.url, top="trusted_proxies: [127.0.0.1/32]"))
     response = raw_request(proxy.port, "GET", "/t", [
         ("Host", "internal:8000"),
         ("X-Forwarded-For", "203.0.113.9"),
@@ -263,7 +251,7 @@ async def bodyless_app(scope, receive, send):
 
 def test_head_204_and_304_have_no_body_and_keep_the_connection_usable(start_upstream, start_proxy):
     upstream = start_upstream(bodyless_app, http="h11")
-    proxy = start_proxy(_one_route(upstream.url))
+    proxy = start_proxy(catch_all(upstream.url))
     local_ports = set()
     with httpx.Client(base_url=proxy.url, timeout=5, limits=httpx.Limits(max_connections=1)) as client:
         def check(method: str, path: str, status: int) -> httpx.Response:

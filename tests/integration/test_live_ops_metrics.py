@@ -10,6 +10,7 @@ from collections import Counter
 
 import httpx
 
+from tests.support.configs import catch_all
 from tests.support.metrics import Scrape, scrape
 from tests.support.servers import wait_until
 
@@ -160,15 +161,7 @@ def _access_lines(log: str, rid: str) -> list[str]:
 def test_access_log_and_request_id(start_upstream, start_proxy) -> None:
     app = Upstream("legacy")
     upstream = start_upstream(app)
-    proxy = start_proxy(f"""
-version: 1
-upstreams:
-  legacy: {{url: "{upstream.url}"}}
-routes:
-  - name: all
-    match: {{path: /}}
-    to: legacy
-""")
+    proxy = start_proxy(catch_all(upstream.url))
     with httpx.Client(base_url=proxy.url, timeout=5) as client:
         # A catch-all route sends /metrics to the application, never to the proxy's own metrics.
         public = client.get("/metrics")
@@ -202,16 +195,7 @@ routes:
 
 def test_access_log_as_json(start_upstream, start_proxy) -> None:
     upstream = start_upstream(Upstream("legacy"))
-    proxy = start_proxy(f"""
-version: 1
-access_log: {{format: json}}
-upstreams:
-  legacy: {{url: "{upstream.url}"}}
-routes:
-  - name: all
-    match: {{path: /}}
-    to: legacy
-""")
+    proxy = start_proxy(catch_all(upstream.url, top="access_log: {format: json}"))
     rids = [f"json-rid-{number}" for number in range(3)]
     for rid in rids:
         assert httpx.get(proxy.url + "/x", headers={"X-Request-ID": rid}, timeout=5).status_code == 200

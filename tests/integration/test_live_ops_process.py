@@ -16,19 +16,9 @@ import aiohttp
 import httpx
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from tests.support.configs import catch_all
 from tests.support.metrics import routes, scrape
-from tests.support.servers import ProxyProcess, wait_until
-
-
-class Named:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": self.name.encode()})
+from tests.support.servers import Named, ProxyProcess, wait_until
 
 
 def split_config(old_url: str, new_url: str, old_percent: int) -> str:
@@ -171,15 +161,7 @@ def refused(port: int) -> bool:
 def test_sigterm_finishes_requests_in_flight_and_exits_0(start_upstream, start_proxy) -> None:
     slow_app = SlowUpstream()
     upstream = start_upstream(slow_app)
-    proxy = start_proxy(f"""
-version: 1
-upstreams:
-  legacy: {{url: "{upstream.url}"}}
-routes:
-  - name: all
-    match: {{path: /}}
-    to: legacy
-""")
+    proxy = start_proxy(catch_all(upstream.url))
     result: dict[str, object] = {}
 
     def client() -> None:

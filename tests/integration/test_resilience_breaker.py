@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import pytest
 
+from tests.support.configs import one_route
 from tests.support.faults import ResetMidResponse, Scripted, eventually, faults  # noqa: F401  (fixture)
 from tests.support.metrics import breaker_state, scrape
 from tests.support.servers import wait_until
@@ -15,19 +16,9 @@ from tests.support.servers import wait_until
 def test_open_breaker_sends_the_next_100_to_the_fallback_and_none_to_the_broken_upstream(start_proxy, faults):
     broken = faults(Scripted(then=503))
     legacy = faults(Scripted(body=b"legacy"))
-    proxy = start_proxy(f"""
-version: 1
-upstreams:
-  new: {{url: "{broken.url}"}}
-  legacy: {{url: "{legacy.url}"}}
-routes:
-  - name: orders
-    match: {{path: /api/orders}}
-    to: new
-    fallback: legacy
-    retry: {{attempts: 1}}
-    circuit_breaker: {{failure_threshold: 5, recovery_timeout: 60s, success_threshold: 2}}
-""")
+    proxy = start_proxy(one_route(broken.url, legacy.url, fallback=True, path="/api/orders",
+                                  retry="{attempts: 1}",
+                                  circuit_breaker="{failure_threshold: 5, recovery_timeout: 60s, success_threshold: 2}"))
     with httpx.Client(base_url=proxy.url, timeout=10) as client:
         for _ in range(5):
             # Each failure is still answered, by the fallback (the GET is replayable).
@@ -61,19 +52,8 @@ async def test_half_open_lets_exactly_success_threshold_trials_through(start_pro
     # Three failures open the breaker; later requests are held so the trials stay in flight.
     new = faults(Scripted([503, 503, 503], then=200, hold_from=3))
     legacy = faults(Scripted(body=b"legacy"))
-    fallback = "    fallback: legacy\n" if with_fallback else ""
-    proxy = start_proxy(f"""
-version: 1
-upstreams:
-  new: {{url: "{new.url}"}}
-  legacy: {{url: "{legacy.url}"}}
-routes:
-  - name: orders
-    match: {{path: /}}
-    to: new
-    retry: {{attempts: 1}}
-    circuit_breaker: {{failure_threshold: 3, recovery_timeout: 500ms, success_threshold: 2}}
-{fallback}""")
+    proxy = start_proxy(one_route(new.url, legacy.url, fallback=with_fallback, retry="{attempts: 1}",
+                                  circuit_breaker="{failure_threshold: 3, recovery_timeout: 500ms, success_threshold: 2}"))
     with httpx.Client(base_url=proxy.url, timeout=10) as client:
         for _ in range(3):
             client.get("/")
@@ -126,18 +106,9 @@ routes:
 
 def test_a_retry_is_not_sent_once_the_failures_opened_the_breaker(start_proxy, faults):
     broken = faults(Scripted(then=503))
-    proxy = start_proxy(f"""
-version: 1
-upstreams:
-  new: {{url: "{broken.url}"}}
-defaults:
-  retry: {{attempts: 3, backoff: {{initial: 10ms, max: 50ms}}}}
-routes:
-  - name: orders
-    match: {{path: /}}
-    to: new
-    circuit_breaker: {{failure_threshold: 2, recovery_timeout: 60s}}
-""")
+    proxy = start_proxy(one_route(broken.url,
+                                  defaults={"retry": "{attempts: 3, backoff: {initial: 10ms, max: 50ms}}"},
+                                  circuit_breaker="{failure_threshold: 2, recovery_timeout: 60s}"))
     with httpx.Client(base_url=proxy.url, timeout=10) as client:
         response = client.get("/")
         # The second attempt opened the breaker: no third attempt, the upstream's answer as it is.
@@ -158,19 +129,9 @@ async def test_a_retry_waiting_out_its_backoff_is_not_sent_when_the_breaker_open
     broken = faults(Scripted(then=503))
     legacy = faults(Scripted(body=b"legacy"))
     # A long backoff keeps the first request's retry waiting while a second request opens the breaker.
-    proxy = start_proxy(f"""
-version: 1
-upstreams:
-  new: {{url: "{broken.url}"}}
-  legacy: {{url: "{legacy.url}"}}
-routes:
-  - name: orders
-    match: {{path: /}}
-    to: new
-    fallback: legacy
-    retry: {{attempts: 3, backoff: {{initial: 700ms, max: 1s}}}}
-    circuit_breaker: {{failure_threshold: 2, recovery_timeout: 60s}}
-""")
+    proxy = start_proxy(one_route(broken.url, legacy.url, fallback=True,
+                                  retry="{attempts: 3, backoff: {initial: 700ms, max: 1s}}",
+                                  circuit_breaker="{failure_threshold: 2, recovery_timeout: 60s}"))
 
     def failed_attempts() -> float:
         return scrape(proxy.admin_url).value("strangler_upstream_attempts_total", route="orders", upstream="new",
@@ -199,17 +160,8 @@ routes:
 def test_an_upstream_that_dies_mid_body_opens_its_breaker(start_proxy, faults):
     """Success is counted when the body ends whole: failures after the headers count too."""
     dying = faults(ResetMidResponse(resets=1000))
-    proxy = start_proxy(f"""
-version: 1
-upstreams:
-  new: {{url: "{dying.url}"}}
-routes:
-  - name: reports
-    match: {{path: /}}
-    to: new
-    retry: {{attempts: 1}}
-    circuit_breaker: {{failure_threshold: 3, recovery_timeout: 60s}}
-""")
+    proxy = start_proxy(one_route(dying.url, name="reports", retry="{attempts: 1}",
+                                  circuit_breaker="{failure_threshold: 3, recovery_timeout: 60s}"))
     with httpx.Client(base_url=proxy.url, timeout=10) as client:
         for _ in range(3):
             with pytest.raises(httpx.HTTPError):

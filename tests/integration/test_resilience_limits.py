@@ -8,6 +8,7 @@ import time
 import httpx
 import pytest
 
+from tests.support.configs import one_route
 from tests.support.faults import (  # noqa: F401  (faults: fixture)
     Hanging, RefusedPort, ResetBeforeAnswer, ResetMidResponse, Scripted, eventually, faults,
 )
@@ -30,18 +31,8 @@ def _assert_problem(response: httpx.Response, status: int, reason: str, upstream
 async def test_bulkhead_refuses_the_request_past_max_concurrent_at_once(start_proxy, faults, with_fallback):
     hang = faults(Hanging())
     legacy = faults(Scripted(body=b"legacy"))
-    fallback = "    fallback: legacy\n" if with_fallback else ""
-    proxy = start_proxy(f"""
-version: 1
-upstreams:
-  new: {{url: "{hang.url}", max_concurrent: 2, timeout: 20s}}
-  legacy: {{url: "{legacy.url}"}}
-routes:
-  - name: orders
-    match: {{path: /}}
-    to: new
-    retry: {{attempts: 1}}
-{fallback}""")
+    proxy = start_proxy(one_route(hang.url, legacy.url, fallback=with_fallback,
+                                  new_options="max_concurrent: 2, timeout: 20s", retry="{attempts: 1}"))
     async with httpx.AsyncClient(base_url=proxy.url, timeout=20) as client:
         held = [asyncio.create_task(client.get(f"/held/{i}")) for i in range(2)]
         await eventually(lambda: hang.count == 2, what="two requests at the hanging upstream")

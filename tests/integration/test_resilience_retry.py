@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from tests.support.configs import one_route
 from tests.support.faults import RefusedPort, Scripted, faults  # noqa: F401  (fixture)
 from tests.support.metrics import scrape
 
@@ -11,19 +12,8 @@ from tests.support.metrics import scrape
 def test_post_answered_503_is_received_exactly_once_and_not_retried_nor_replayed(start_proxy, faults):
     new = faults(Scripted(then=503))
     legacy = faults(Scripted())
-    proxy = start_proxy(f"""
-version: 1
-upstreams:
-  new: {{url: "{new.url}"}}
-  legacy: {{url: "{legacy.url}"}}
-defaults:
-  retry: {{attempts: 3, backoff: {{initial: 10ms, max: 50ms}}}}
-routes:
-  - name: orders
-    match: {{path: /api/orders}}
-    to: new
-    fallback: legacy
-""")
+    proxy = start_proxy(one_route(new.url, legacy.url, fallback=True, path="/api/orders",
+                                  defaults={"retry": "{attempts: 3, backoff: {initial: 10ms, max: 50ms}}"}))
     response = httpx.post(proxy.url + "/api/orders", content=b'{"item": 7}', timeout=10)
     # The upstream may have acted on it: neither retried nor sent to the fallback; its answer as it is.
     assert response.status_code == 503
@@ -97,18 +87,9 @@ routes:
 
 def test_retry_budget_caps_the_load_on_an_upstream_failing_every_request(start_proxy, faults):
     broken = faults(Scripted(then=503))
-    proxy = start_proxy(f"""
-version: 1
-upstreams:
-  new: {{url: "{broken.url}"}}
-defaults:
-  retry: {{attempts: 3, backoff: {{initial: 1ms, max: 5ms}}, budget: 20%}}
-  circuit_breaker: {{failure_threshold: 100000}}
-routes:
-  - name: orders
-    match: {{path: /}}
-    to: new
-""")
+    proxy = start_proxy(one_route(broken.url, defaults={
+        "retry": "{attempts: 3, backoff: {initial: 1ms, max: 5ms}, budget: 20%}",
+        "circuit_breaker": "{failure_threshold: 100000}"}))
     requests = 200
     with httpx.Client(base_url=proxy.url, timeout=10) as client:
         for i in range(requests):

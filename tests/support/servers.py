@@ -136,6 +136,19 @@ class ProxyProcess:
         self.terminate()
 
 
+class Named:
+    """An ASGI app that answers every request 200 with its name, as text/plain."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": self.name.encode()})
+
+
 class Recorder:
     """What an upstream test app received, request by request."""
 
