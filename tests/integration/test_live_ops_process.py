@@ -13,12 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
-import httpx
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.support.configs import catch_all
 from tests.support.metrics import routes, scrape
-from tests.support.servers import Named, ProxyProcess, wait_until
+from tests.support.servers import GetInThread, Named, ProxyProcess, wait_until
 
 
 def split_config(old_url: str, new_url: str, old_percent: int) -> str:
@@ -162,16 +161,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(start_upstream, start_p
     slow_app = SlowUpstream()
     upstream = start_upstream(slow_app)
     proxy = start_proxy(catch_all(upstream.url))
-    result: dict[str, object] = {}
-
-    def client() -> None:
-        try:
-            result["response"] = httpx.get(proxy.url + "/slow", timeout=20)
-        except httpx.HTTPError as error:
-            result["error"] = error
-
-    thread = threading.Thread(target=client)
-    thread.start()
+    get = GetInThread(proxy.url + "/slow")
     try:
         wait_until(slow_app.arrived.is_set, timeout_s=5, what="the request to reach the upstream")
         proxy.process.send_signal(signal.SIGTERM)
@@ -179,9 +169,8 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(start_upstream, start_p
         assert proxy.process.poll() is None, "exited with a request in flight"
     finally:
         slow_app.release.set()
-        thread.join(timeout=20)
-    assert "error" not in result, result
-    response = result["response"]
+        get.join()
+    response = get.response()
     assert response.status_code == 200
     assert response.content == SlowUpstream.BODY
     assert proxy.process.wait(timeout=15) == 0

@@ -24,7 +24,7 @@ import pytest
 
 from tests.support.faults import RefusedPort
 from tests.support.metrics import breaker_state, routes, scrape
-from tests.support.servers import ProxyProcess, wait_until
+from tests.support.servers import GetInThread, ProxyProcess, wait_until
 
 CLIENTS = 32
 REWRITES = 20
@@ -392,16 +392,7 @@ routes:
     to: legacy
 """
     proxy = start_proxy(config.format(url=upstream.url, timeout="30s"))
-    result: dict[str, object] = {}
-
-    def client() -> None:
-        try:
-            result["response"] = httpx.get(proxy.url + "/slow", timeout=20)
-        except httpx.HTTPError as error:
-            result["error"] = error
-
-    thread = threading.Thread(target=client)
-    thread.start()
+    get = GetInThread(proxy.url + "/slow")
     try:
         wait_until(held.arrived.is_set, timeout_s=5, what="the request to reach the upstream")
         proxy.config_path.write_text(config.format(url=upstream.url, timeout="29s"))
@@ -409,9 +400,8 @@ routes:
         assert response.status_code == 200, response.text
     finally:
         held.release.set()
-        thread.join(timeout=20)
-    assert "error" not in result, result
-    answer = result["response"]
+        get.join()
+    answer = get.response()
     assert (answer.status_code, answer.text) == (200, "held"), answer.text
     # And the new pool serves what comes next.
     assert httpx.get(proxy.url + "/after", timeout=5).text == "held"

@@ -136,6 +136,29 @@ class ProxyProcess:
         self.terminate()
 
 
+class GetInThread:
+    """A GET sent from a thread of its own, so that the test can act while it is in flight."""
+
+    def __init__(self, url: str, timeout_s: float = 20.0) -> None:
+        self._result: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._get, args=(url, timeout_s))
+        self._thread.start()
+
+    def _get(self, url: str, timeout_s: float) -> None:
+        try:
+            self._result["response"] = httpx.get(url, timeout=timeout_s)
+        except httpx.HTTPError as error:
+            self._result["error"] = error
+
+    def join(self, timeout_s: float = 20.0) -> None:
+        self._thread.join(timeout=timeout_s)
+
+    def response(self) -> httpx.Response:
+        """Its response, once joined; fails if it ended in an error instead."""
+        assert "error" not in self._result, self._result
+        return self._result["response"]
+
+
 class Named:
     """An ASGI app that answers every request 200 with its name, as text/plain."""
 
