@@ -3,6 +3,11 @@
 Without these a client can hold a connection open by trickling headers
 (slowloris) or send unbounded headers. Refusals are made while parsing, before
 the request reaches the app, and close the connection.
+
+A connection closed while the client is still sending (a refusal, a 413 or 408
+before the body was read) closes lingering: half-close after the answer, read
+the rest away for a while, then close. A plain close with unread bytes makes
+the kernel send a reset, which can destroy the answer before the client reads it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ refusal_observer: Callable[[ProxyError, str | None], None] | None = None
 
 
 
+# How long a lingering close reads what the client still sends before closing anyway.
+LINGER_S = 2.0
+_BODY_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
 class _Refused(Exception):
     def __init__(self, error: ProxyError) -> None:
         self.error = error
@@ -40,6 +50,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._url_bytes = 0
         self._in_head = False                          # a request line/headers are being parsed
         self._pending_refusal: ProxyError | None = None  # waits for the responses ahead of it
+        self._declares_body = False                    # the request being parsed frames a body
+        self._lingering: asyncio.TimerHandle | None = None  # closes a lingering connection at last
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -47,11 +59,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
+        if self._lingering is not None:
+            self._lingering.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._pending_refusal is not None:
-            return      # the parser stopped at a bad request; nothing after it is read
+        if self._pending_refusal is not None or self._lingering is not None:
+            return      # the parser stopped at a bad request, or the answer is out: read away
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
@@ -76,6 +90,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._header_bytes = self._header_count = self._url_bytes = 0
         self._in_head = True
+        self._declares_body = False
         if self._header_deadline is None:
             self._arm_header_deadline()
 
@@ -100,12 +115,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # A trailer field after a chunked body: uvicorn would append it to the request's
             # headers (which may not have been read yet). Never merged into the header section.
             return
+        if (len(name) == 14 or len(name) == 17) and name.lower() in _BODY_FRAMING:
+            self._declares_body = True
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm_header_deadline()
         super().on_headers_complete()
+        cycle = self.cycle
+        if self._declares_body and cycle is not None and cycle.transport is self.transport:
+            # Only requests with a body can leave bytes unread when their answer closes the connection.
+            cycle.transport = _LingeringCloseTransport(self, cycle)
 
     def on_response_complete(self) -> None:
         last = not self.pipeline
@@ -113,7 +134,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # A refused pipelined request is answered in its turn, after the responses ahead of it.
         if self._pending_refusal is not None and last:
             error, self._pending_refusal = self._pending_refusal, None
-            if not self.transport.is_closing():
+            if not self.transport.is_closing() and self._lingering is None:
                 self._write_refusal(error)
 
     def _arm_header_deadline(self) -> None:
@@ -169,4 +190,48 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 head.append(name + b": " + value + b"\r\n")
         head.append(b"connection: close\r\n\r\n")
         self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        self.close_lingering()
+
+    def close_lingering(self) -> None:
+        """Half-close after what was written, read away what the client still sends, then close."""
+        transport = self.transport
+        if self._lingering is not None or transport.is_closing():
+            return
+        self._disarm_header_deadline()
+        if not transport.can_write_eof():       # TLS cannot half-close
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()              # uvicorn pauses reading while a body waits unread
+        self._lingering = self.loop.call_later(LINGER_S, transport.close)
+
+
+class _LingeringCloseTransport:
+    """The transport a request with a body is answered on (all uvicorn's cycle uses of it).
+
+    A close after a complete answer while the body is still coming closes lingering; a close
+    of a broken answer stays abrupt.
+    """
+
+    __slots__ = ("_protocol", "_transport", "_cycle")
+
+    def __init__(self, protocol: LimitedHttpToolsProtocol, cycle: Any) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self._cycle = cycle
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._protocol._lingering is not None or self._transport.is_closing()
+
+    def close(self) -> None:
+        cycle = self._cycle
+        if cycle.response_complete and cycle.more_body:
+            self._protocol.close_lingering()
+        else:
+            self._transport.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
