@@ -15,6 +15,7 @@ class Reason(enum.Enum):
     BODY_TOO_LARGE = ("body_too_large", 413, "Request body too large")
     URI_TOO_LONG = ("uri_too_long", 414, "Request target too long")
     HEADERS_TOO_LARGE = ("headers_too_large", 431, "Request header fields too large")
+    HTTP_VERSION = ("http_version_not_supported", 505, "HTTP version not supported")
     CIRCUIT_OPEN = ("circuit_open", 503, "Circuit open")
     BULKHEAD_FULL = ("bulkhead_full", 503, "Upstream at its concurrency limit")
     OVERLOADED = ("overloaded", 503, "Proxy overloaded")

@@ -120,6 +120,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        version = self.parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            # A request line without a version (HTTP/0.9) or claiming 2.0 would be served as 1.x,
+            # with framing and Host rules the client did not mean.
+            raise _Refused(ProxyError(f"HTTP/{version} requests are not served; use HTTP/1.1",
+                                      reason=Reason.HTTP_VERSION))
         self._in_head = False
         self._disarm_header_deadline()
         super().on_headers_complete()
@@ -180,6 +186,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._write_refusal(error)
 
     def _write_refusal(self, error: ProxyError) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            # The refused request's app may still answer: nothing may follow the refusal.
+            cycle.disconnected = True
+            cycle.message_event.set()
         if refusal_observer is not None:
             refusal_observer(error, self.client[0] if self.client else None)
         status = error.status
@@ -221,7 +232,8 @@ class _LingeringCloseTransport:
         self._cycle = cycle
 
     def write(self, data: bytes) -> None:
-        self._transport.write(data)
+        if self._protocol._lingering is None:      # after the half-close nothing more is sent
+            self._transport.write(data)
 
     def is_closing(self) -> bool:
         return self._protocol._lingering is not None or self._transport.is_closing()

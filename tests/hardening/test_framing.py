@@ -295,6 +295,16 @@ def test_a_request_line_without_version_0_9_style_is_not_smuggled(edge: Edge, te
     assert {seen.target for seen in edge.reached(test_id)} <= {f"/a/{test_id}"}
 
 
+@pytest.mark.parametrize("request_line", ["GET {t}", "GET {t} HTTP/0.9", "GET {t} HTTP/2.0"])
+def test_a_request_line_of_another_http_version_gets_505_and_reaches_no_upstream(edge: Edge, test_id: str,
+                                                                                request_line: str):
+    line = request_line.format(t=f"/a/{test_id}")
+    conversation = converse(edge.port, f"{line}\r\nHost: shop.test\r\n\r\n".encode())
+    assert conversation.statuses == [505] and conversation.closed
+    assert json.loads(conversation.responses[0].body)["reason"] == "http_version_not_supported"
+    assert edge.reached(test_id) == []
+
+
 def test_a_websocket_handshake_is_refused_not_forwarded(edge: Edge, test_id: str):
     data = _get(f"/a/{test_id}", test_id, "Connection: Upgrade", "Upgrade: websocket",
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13")
