@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "runserver":
         import uvicorn
 
-        from extracted_services.common.cli import log_to_stderr
-        from extracted_services.common.wiring import Wiring, parse_pairs
+        from domain_events.log import log_to_stderr
+        from domain_events.wiring import Wiring, parse_pairs
         from legacy_monolith.asgi import build_app
 
         try:

@@ -11,8 +11,8 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from extracted_services.common import internal
-from extracted_services.common.wiring import Wiring
+from domain_events import internal
+from domain_events.wiring import Wiring
 from legacy_monolith import settings, urls
 from legacy_monolith.csrf import CsrfFailure
 from legacy_monolith.db import Database

@@ -27,7 +27,7 @@ INSTALLED_APPS = (
 )
 
 # Ids above this are made by the extracted services (their rows reach us as events);
-# the monolith allocates below it. Must match extracted_services.common.db.SERVICE_ID_BASE.
+# the monolith allocates below it. Must match extracted_services.common.db.SERVICE_ID_BASE (the services allocate from it up).
 SERVICE_ID_BASE = 1_000_000_000
 
 SESSION_COOKIE_NAME = "sessionid"

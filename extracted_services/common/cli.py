@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from domain_events.log import log_to_stderr
+from domain_events.wiring import PEERS_ENV, PUBLISH_TO_ENV, Wiring, parse_pairs
 from extracted_services.common import db
 from extracted_services.common.app import build_app, data_dir, database_for
 from extracted_services.common.legacy import LEGACY_DATABASE_NAME, ImportRefused, import_from_legacy
 from extracted_services.common.service import Service
-from extracted_services.common.wiring import PEERS_ENV, PUBLISH_TO_ENV, Wiring, parse_pairs
 
 
 def _parser(service: Service) -> argparse.ArgumentParser:
@@ -32,17 +32,6 @@ def _parser(service: Service) -> argparse.ArgumentParser:
     for command in (migrate, copy, serve):
         command.add_argument("--data-dir", help="where the databases live (default: $STRANGLER_DATA_DIR or var/)")
     return parser
-
-
-def log_to_stderr(level: str) -> None:
-    """Outbox, inbox and saga lines (loggers under `strangler.`) to stderr, beside uvicorn's own."""
-    logger = logging.getLogger("strangler")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
-    logger.setLevel(level.upper() if level.upper() in logging.getLevelNamesMapping() else "INFO")
 
 
 def main(service: Service, argv: list[str] | None = None) -> int:

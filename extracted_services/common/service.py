@@ -11,7 +11,7 @@ from typing import Any
 from starlette.routing import BaseRoute
 
 from extracted_services.common.db import Migration
-from extracted_services.common.inbox import Handler
+from domain_events.inbox import Handler
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

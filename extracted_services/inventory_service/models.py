@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from extracted_services.common.db import Database, next_service_id
-from extracted_services.common.outbox import SCHEMA as OUTBOX_SCHEMA
-from extracted_services.common.outbox import now_iso, record_event
+from domain_events.outbox import SCHEMA as OUTBOX_SCHEMA
+from domain_events.outbox import now_iso, record_event
 
 MIGRATIONS = [
     (

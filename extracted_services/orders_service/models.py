@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from extracted_services.common.db import Database
-from extracted_services.common.outbox import SCHEMA as OUTBOX_SCHEMA
+from domain_events.outbox import SCHEMA as OUTBOX_SCHEMA
 
 MIGRATIONS = [
     (

@@ -23,8 +23,8 @@ from strangler.errors import ProxyError
 from strangler.retry import backoff
 from strangler.service_client import ServiceClient
 
-from extracted_services.common.metrics import EventMetrics
-from extracted_services.common.wiring import Wiring
+from domain_events.metrics import EventMetrics
+from domain_events.wiring import Wiring
 from extracted_services.orders_service import sagas
 from extracted_services.orders_service.sagas import Saga
 

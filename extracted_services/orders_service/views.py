@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from extracted_services.common import internal
+from domain_events import internal
 from extracted_services.common.http import (
     ApiError, build_absolute_uri, idempotency_key, json_error, json_response, positive_int, read_json,
 )

@@ -6,7 +6,7 @@ transactions (orders, inventory, payments, shipping models call record_event).
 
 from __future__ import annotations
 
-from extracted_services.common.outbox import EVENT_TABLES, SCHEMA
+from domain_events.outbox import EVENT_TABLES, SCHEMA
 
 MIGRATIONS = [("0001_outbox", SCHEMA)]
 TABLES = EVENT_TABLES

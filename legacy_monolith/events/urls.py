@@ -1,4 +1,4 @@
-from extracted_services.common import internal
+from domain_events import internal
 
 app_name = "events"
 

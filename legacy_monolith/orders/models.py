@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 import sqlite3
 from typing import Any
 
-from extracted_services.common.outbox import record_event
+from domain_events.outbox import record_event
 from legacy_monolith import settings
 from legacy_monolith.db import Database, next_id
 from legacy_monolith.inventory import models as inventory

@@ -9,7 +9,7 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-from extracted_services.common.outbox import now_iso, record_event
+from domain_events.outbox import now_iso, record_event
 from legacy_monolith.db import Database, next_id
 
 MIGRATIONS = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from extracted_services.common.outbox import record_event
+from domain_events.outbox import record_event
 from legacy_monolith.db import Database
 
 MIGRATIONS = [

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from extracted_services.common.app import build_app as build_service_app
-from extracted_services.common.wiring import Wiring
+from domain_events.wiring import Wiring
 from legacy_monolith.asgi import build_app as build_monolith_app
 from tests.contract.seeding import SERVICES
 from tests.support.seeded import data_dir, seeded_template  # noqa: F401  (fixtures)

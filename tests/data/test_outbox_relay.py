@@ -15,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from extracted_services.common import db, outbox
-from extracted_services.common.metrics import EventMetrics
-from extracted_services.common.relay import OutboxRelay
+from domain_events import outbox
+from extracted_services.common import db
+from domain_events.metrics import EventMetrics
+from domain_events.relay import OutboxRelay
 from tests.data.conftest import AUTH, FAST, Shop, metric, serving
 from tests.support.servers import wait_until
 

@@ -25,14 +25,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from extracted_services.common import outbox
-from extracted_services.common.http import json_error, json_response
-from extracted_services.common.inbox import Event, EventRejected, Handler, apply_event
-from extracted_services.common.metrics import EventMetrics
-from extracted_services.common.relay import OutboxRelay
-from extracted_services.common.wiring import Wiring
+from domain_events import outbox
+from domain_events.inbox import Event, EventRejected, Handler, apply_event
+from domain_events.metrics import EventMetrics
+from domain_events.relay import OutboxRelay
+from domain_events.wiring import Wiring
 
 log = logging.getLogger("strangler.inbox")
+
+
+def json_response(data: Any, *, status: int = 200) -> Response:
+    body = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def json_error(status: int, error: str, detail: str) -> Response:
+    return json_response({"error": error, "detail": detail}, status=status)
 
 Lifecycle = Callable[[Any], AbstractAsyncContextManager[None]]
 

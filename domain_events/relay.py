@@ -21,9 +21,9 @@ from strangler.errors import CircuitOpen, UpstreamError
 from strangler.retry import backoff
 from strangler.service_client import ServiceClient
 
-from extracted_services.common import outbox
-from extracted_services.common.metrics import EventMetrics
-from extracted_services.common.wiring import Wiring
+from domain_events import outbox
+from domain_events.metrics import EventMetrics
+from domain_events.wiring import Wiring
 
 log = logging.getLogger("strangler.outbox")
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from extracted_services.common.outbox import now_iso
+from domain_events.outbox import now_iso
 
 Handler = Callable[[sqlite3.Connection, dict[str, Any]], None]   # applies one event's payload
 
