@@ -28,6 +28,8 @@ KEEPALIVE_EXPIRY_S = 4.0
 MAX_RESPONSE_HEADER_BYTES = 64 * 1024
 # Reading from the upstream pauses while this much of the body waits for the caller.
 READ_BUFFER_HIGH = 256 * 1024
+# Buffered body pieces are joined into one only while small; larger ones go out one by one (no copy).
+_JOIN_BELOW = 64 * 1024
 # A bytes body up to this size goes out in the same write as the head.
 _COALESCE_BODY_BYTES = 64 * 1024
 
@@ -111,6 +113,21 @@ def build_head(method: str, target: bytes, headers: Headers, default_host: bytes
     return b"\r\n".join(lines), length
 
 
+def _content_length(headers: Headers) -> int:
+    """The body length of a response framed by one plain Content-Length, else 0 (the parser decides)."""
+    length = -1
+    for name, value in headers:
+        size = len(name)
+        if size == 14 and name.lower() == b"content-length":
+            value = value.strip()
+            if length != -1 or not value.isdigit() or len(value) > 18:
+                return 0
+            length = int(value)
+        elif size == 17 and name.lower() == b"transfer-encoding":
+            return 0
+    return max(length, 0)
+
+
 def _reads_until_eof(headers: Headers) -> bool:
     """A response without Content-Length or chunked framing ends when the connection does."""
     chunked = False
@@ -131,7 +148,7 @@ class Connection(asyncio.Protocol):
         "_active", "_is_head", "status", "raw_headers", "_headers", "_head_done", "_complete",
         "_keep_alive", "_stray", "_until_eof", "_body", "_buffered", "_head_bytes", "_error",
         "_body_error", "_waiter", "_drain_waiter", "_write_paused", "_read_paused", "_timer",
-        "_last_activity", "_awaiting_source", "_writer", "_body_done",
+        "_last_activity", "_awaiting_source", "_writer", "_body_done", "_raw_left", "_parser_stale",
     )
 
     def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop, read_timeout_s: float) -> None:
@@ -167,6 +184,11 @@ class Connection(asyncio.Protocol):
         self._awaiting_source = False
         self._writer: asyncio.Task[None] | None = None
         self._body_done = True
+        # Body bytes of a Content-Length response still to come. Once the head is parsed they are
+        # taken straight from the socket, sparing the parser's copy; the parser is then behind and
+        # is replaced before the next exchange.
+        self._raw_left = 0
+        self._parser_stale = False
 
     # --- the exchange, as the pool and the response see it -------------------------------------
 
@@ -175,6 +197,10 @@ class Connection(asyncio.Protocol):
         """Send the request; return once the final response's status and headers are in."""
         if self._closed or self._transport.is_closing():
             raise RemoteDisconnected("the connection closed before the request was sent")
+        if self._parser_stale:
+            self._parser = httptools.HttpResponseParser(self)
+            self._parser_stale = False
+        self._raw_left = 0
         self._active = True
         self._is_head = is_head
         self._head_done = self._complete = self._stray = self._until_eof = False
@@ -218,14 +244,18 @@ class Connection(asyncio.Protocol):
         """The whole body if it has already arrived intact (most small answers), else None."""
         if not self._complete or self._error is not None or self._body_error is not None:
             return None
-        return self._take_buffered() if self._body else b""
+        return self._take_buffered(everything=True) if self._body else b""
 
-    def _take_buffered(self) -> bytes:
+    def _take_buffered(self, everything: bool = False) -> bytes:
         body = self._body
-        data = body[0] if len(body) == 1 else b"".join(body)
-        body.clear()
-        self._buffered = 0
-        if self._read_paused:
+        if len(body) == 1 or (not everything and self._buffered > _JOIN_BELOW):
+            data = body.pop(0)
+            self._buffered -= len(data)
+        else:
+            data = b"".join(body)
+            body.clear()
+            self._buffered = 0
+        if self._read_paused and self._buffered <= READ_BUFFER_HIGH:
             self._read_paused = False
             if not self._closed:
                 self._transport.resume_reading()
@@ -396,6 +426,9 @@ class Connection(asyncio.Protocol):
         self._pool._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._raw_left and self._active and not self._complete:
+            self._raw_body(data)
+            return
         if not self._active or self._complete:
             # Bytes nobody asked for: they would become the next request's response.
             self._stray = True
@@ -421,6 +454,25 @@ class Connection(asyncio.Protocol):
         else:
             if not self._head_done and self._head_bytes > MAX_RESPONSE_HEADER_BYTES:
                 self._fail(ProtocolError(f"response head over {MAX_RESPONSE_HEADER_BYTES} bytes"))
+
+    def _raw_body(self, data: bytes) -> None:
+        self._last_activity = self._loop.time()
+        self._parser_stale = True
+        left = self._raw_left
+        if len(data) > left:
+            data = data[:left]
+            self._stray = True          # bytes past Content-Length: the connection is not reused
+        self._raw_left = left - len(data)
+        self._body.append(data)
+        self._buffered += len(data)
+        if self._raw_left == 0:
+            self._complete = True
+        elif self._buffered > READ_BUFFER_HIGH and not self._read_paused:
+            self._read_paused = True
+            self._transport.pause_reading()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def eof_received(self) -> bool | None:
         return False
@@ -491,9 +543,13 @@ class Connection(asyncio.Protocol):
             self._until_eof = status != 204 and status != 304 and _reads_until_eof(headers)
         elif status == 204 or status == 304:
             self._keep_alive = False       # stray bytes after a bodiless answer would be the next response
+        if status != 204 and status != 304:
+            self._raw_left = _content_length(headers)
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self._raw_left:
+            self._raw_left -= len(body)
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > READ_BUFFER_HIGH and not self._read_paused:
@@ -507,6 +563,7 @@ class Connection(asyncio.Protocol):
         if not self._head_done:
             return       # an interim answer's end
         self._complete = True
+        self._raw_left = 0
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

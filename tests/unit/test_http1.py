@@ -285,6 +285,39 @@ async def test_extra_bytes_in_a_later_packet_drop_the_idle_connection(upstreams,
     assert body == b"ok" and up.connections == 2
 
 
+# Bodies that come after their head in later packets are taken straight from the socket.
+
+async def test_a_body_in_later_packets_arrives_whole_and_the_connection_serves_the_next_answer(upstreams, clients):
+    payload = bytes(range(256)) * 1024
+    parts = [payload[i:i + 70_000] for i in range(0, len(payload), 70_000)]
+    up = await upstreams(answer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(payload), *parts, gap=0.01))
+    client = clients(up.url)
+    for _ in range(3):
+        response, body = await fetch(client)
+        assert (response.status, body) == (200, payload)
+    assert up.connections == 1
+
+
+async def test_bytes_past_content_length_in_a_later_packet_are_cut_off_and_end_the_connection(upstreams, clients):
+    up = await upstreams(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", b"ok", b"ok" + b"HTTP/1.1 200 OK\r\n",
+                                gap=0.02))
+    client = clients(up.url)
+    assert (await fetch(client))[1] == b"okok"
+    assert (await fetch(client))[1] == b"okok"
+    assert up.connections == 2
+
+
+async def test_a_body_cut_short_in_a_later_packet_is_an_error_from_chunks(upstreams, clients):
+    up = await upstreams(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", b"only", b" some",
+                                close=True, gap=0.02))
+    upstream_response = await clients(up.url).send("GET", "/", HOST, None)
+    with pytest.raises(UpstreamError) as caught:
+        async for _ in upstream_response.chunks():
+            pass
+    upstream_response.finish(complete=False)
+    assert caught.value.reason is Reason.UPSTREAM_RESET
+
+
 async def test_head_answers_end_with_their_head_and_the_connection_is_not_reused(upstreams, clients):
     up = await upstreams(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nETag: x\r\n\r\n"))
     client = clients(up.url)
