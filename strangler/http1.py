@@ -463,16 +463,9 @@ class Connection(asyncio.Protocol):
             data = data[:left]
             self._stray = True          # bytes past Content-Length: the connection is not reused
         self._raw_left = left - len(data)
-        self._body.append(data)
-        self._buffered += len(data)
         if self._raw_left == 0:
             self._complete = True
-        elif self._buffered > READ_BUFFER_HIGH and not self._read_paused:
-            self._read_paused = True
-            self._transport.pause_reading()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._buffer(data)
 
     def eof_received(self) -> bool | None:
         return False
@@ -550,9 +543,12 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._raw_left:
             self._raw_left -= len(body)
-        self._body.append(body)
-        self._buffered += len(body)
-        if self._buffered > READ_BUFFER_HIGH and not self._read_paused:
+        self._buffer(body)
+
+    def _buffer(self, data: bytes) -> None:
+        self._body.append(data)
+        self._buffered += len(data)
+        if self._buffered > READ_BUFFER_HIGH and not self._read_paused and not self._complete:
             self._read_paused = True
             self._transport.pause_reading()
         waiter = self._waiter
