@@ -132,7 +132,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if self._declares_body and cycle is not None and cycle.transport is self.transport:
             # Only requests with a body can leave bytes unread when their answer closes the connection.
-            cycle.transport = _LingeringCloseTransport(self, cycle)
+            cycle.transport = _LingeringCloseTransport(self)
 
     def on_response_complete(self) -> None:
         last = not self.pipeline
@@ -224,12 +224,14 @@ class _LingeringCloseTransport:
     of a broken answer stays abrupt.
     """
 
-    __slots__ = ("_protocol", "_transport", "_cycle")
+    # No reference to the cycle itself: cycle -> transport -> cycle would keep every request (and its
+    # body) alive until the garbage collector ran. The protocol's current cycle is the one closing:
+    # a request parsed after it means its own body was read whole, and then a plain close is right.
+    __slots__ = ("_protocol", "_transport")
 
-    def __init__(self, protocol: LimitedHttpToolsProtocol, cycle: Any) -> None:
+    def __init__(self, protocol: LimitedHttpToolsProtocol) -> None:
         self._protocol = protocol
         self._transport = protocol.transport
-        self._cycle = cycle
 
     def write(self, data: bytes) -> None:
         if self._protocol._lingering is None:      # after the half-close nothing more is sent
@@ -239,8 +241,8 @@ class _LingeringCloseTransport:
         return self._protocol._lingering is not None or self._transport.is_closing()
 
     def close(self) -> None:
-        cycle = self._cycle
-        if cycle.response_complete and cycle.more_body:
+        cycle = self._protocol.cycle
+        if cycle is not None and cycle.response_complete and cycle.more_body:
             self._protocol.close_lingering()
         else:
             self._transport.close()
