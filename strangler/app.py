@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from typing import Any
@@ -97,6 +98,7 @@ class ProxyApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._start_background()
+                _settle_heap()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self._stop_background()
@@ -128,3 +130,16 @@ class ProxyApp:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._background.clear()
+
+
+def _settle_heap() -> None:
+    """Keep the garbage collector off the request path once everything is loaded.
+
+    Modules, config and metrics live as long as the process; frozen, full collections no
+    longer walk them (they paused the loop ~10 ms at a time under load, doubling S1's p99).
+    The request path makes no reference cycles, so young collections triggered by a burst of
+    in-flight requests found nothing to free: a higher first threshold makes them rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
