@@ -86,7 +86,12 @@ def _explain_route(say, config: Config, index: int, route: Route, head: RequestH
         if key is None:
             extra = " (a new strangler_cohort cookie would be issued, and its id is the key from then on)" \
                 if sticky.kind == "cohort" else ""
-            say(f"sticky: {sticky.describe()}: no key in this request -> placed by weight at random{extra}")
+            why = "no key in this request"
+            sent = cookie_value(head, COHORT_COOKIE) if sticky.kind == "cohort" else None
+            if sent is not None:
+                why = (f"cookie {COHORT_COOKIE}={sent!r} is not a cohort id (16 to 64 lowercase hex digits), "
+                       "so it counts as none")
+            say(f"sticky: {sticky.describe()}: {why} -> placed by weight at random{extra}")
         else:
             bucket = bucket_of(route.name, key)
             say(f"sticky: {sticky.describe()} = {key!r} ({source}) -> bucket {bucket} -> {table.owner(bucket)}")
