@@ -18,6 +18,8 @@ class EventMetrics:
                                        ["subscriber", "reason"], registry=r)
         self.outbox_dead_letters = Counter("outbox_dead_letters_total", "Events given up on, by subscriber.",
                                            ["subscriber"], registry=r)
+        self.outbox_pruned = Counter("outbox_pruned_total", "Acknowledged events and processed event ids "
+                                     "removed after the retention time.", ["what"], registry=r)
         self.outbox_pending = Gauge("outbox_pending_events", "Events not yet delivered, by subscriber.",
                                     ["subscriber"], registry=r)
         self.inbox_events = Counter("inbox_events_total", "Events received, by type and outcome "

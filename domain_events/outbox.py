@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -188,3 +189,27 @@ def delivery_counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
 
 def total_events(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT count(*) FROM outbox_events").fetchone()[0]
+
+
+def prune(conn: sqlite3.Connection, subscribers: Iterable[str], *, before: str) -> tuple[int, int]:
+    """Forget what no one needs any more: (outbox events removed, processed event ids removed).
+
+    An event goes once every current subscriber acknowledged it and it is older than `before`
+    (an ISO timestamp); a dead or pending one stays for its retry or its replay. A processed
+    id goes once older than `before`: senders stop resending within minutes, so an id that
+    old can no longer arrive again. Run inside the caller's transaction.
+    """
+    names = sorted(set(subscribers))
+    marks = ", ".join("?" * len(names)) or "NULL"
+    acknowledged = (f"(SELECT count(*) FROM outbox_deliveries d WHERE d.event_seq = e.id AND d.status = 'delivered'"
+                    f" AND d.subscriber IN ({marks})) = ?")
+    done = [row[0] for row in conn.execute(
+        f"SELECT e.id FROM outbox_events e WHERE e.occurred_at < ? AND {acknowledged}", (before, *names, len(names)))]
+    for start in range(0, len(done), 500):      # SQLite bounds the number of parameters
+        batch = done[start:start + 500]
+        marks = ", ".join("?" * len(batch))
+        conn.execute(f"DELETE FROM outbox_deliveries WHERE event_seq IN ({marks})", batch)
+        conn.execute(f"DELETE FROM outbox_events WHERE id IN ({marks})", batch)
+    events = len(done)
+    processed = conn.execute("DELETE FROM processed_events WHERE processed_at < ?", (before,)).rowcount
+    return events, processed

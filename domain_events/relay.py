@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
@@ -49,6 +50,7 @@ class OutboxRelay:
         self._floors = dict.fromkeys(self.subscribers, 0)   # every event at or below is finished
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
+        self._pruned_at: float | None = None
 
     @property
     def running(self) -> bool:
@@ -99,6 +101,13 @@ class OutboxRelay:
                 raise
             except Exception:
                 log.exception("outbox.relay_error source=%s", self.source)
+            now = self._clock()
+            if self._pruned_at is None or now - self._pruned_at >= self.wiring.prune_interval_s:
+                self._pruned_at = now
+                try:
+                    await asyncio.to_thread(self._prune, now)
+                except Exception:
+                    log.exception("outbox.prune_error source=%s", self.source)
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), self.wiring.relay_interval_s)
@@ -122,6 +131,16 @@ class OutboxRelay:
                 await self._deliver(client, subscriber, event)
 
         await asyncio.gather(*(deliver(event) for event in due))
+
+    def _prune(self, now: float) -> None:
+        before = datetime.fromtimestamp(now - self.wiring.retention_s, timezone.utc).isoformat(timespec="milliseconds")
+        with self.database.transaction() as conn:
+            events, processed = outbox.prune(conn, self.subscribers, before=before)
+        if events or processed:
+            self.metrics.outbox_pruned.labels("events").inc(events)
+            self.metrics.outbox_pruned.labels("processed_ids").inc(processed)
+            log.info("outbox.pruned source=%s events=%d processed_ids=%d before=%s", self.source, events, processed,
+                     before)
 
     def _heads(self, subscriber: str) -> tuple[list[outbox.PendingEvent], int, int]:
         with self.database.reading() as conn:

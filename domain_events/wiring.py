@@ -27,6 +27,8 @@ class Wiring:
     relay_max_attempts: int = 8            # failed deliveries of one event before it is dead-lettered
     relay_backoff_initial_s: float = 0.2
     relay_backoff_max_s: float = 10.0
+    retention_s: float = 7 * 24 * 3600     # acknowledged events and processed ids older than this are pruned
+    prune_interval_s: float = 3600.0       # how often the relay prunes
     # Service-to-service calls.
     call_timeout_s: float = 5.0
     call_connect_timeout_s: float = 1.0

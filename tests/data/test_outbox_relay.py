@@ -199,3 +199,54 @@ def test_internal_endpoints_refuse_requests_through_the_proxy_and_without_the_to
     event = {"event_id": "e1", "type": "OrderShipped", "aggregate": "order:1", "source": "someone",
              "occurred_at": "now", "payload": {"order_id": 1}}
     assert httpx.post(shop.url("legacy") + "/events/", json=event).status_code == 401
+
+
+# Retention: what every subscriber acknowledged, and processed ids, do not pile up forever.
+
+def _age(database: db.Database, table: str, column: str, when: str, where: str = "1") -> None:
+    with database.transaction() as conn:
+        conn.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (when,))
+
+
+def test_prune_removes_only_events_every_subscriber_acknowledged_and_old_processed_ids(tmp_path: Path) -> None:
+    database = outbox_database(tmp_path)
+    write_events(database, [("A", "order:1"), ("B", "order:2"), ("C", "order:3"), ("D", "order:4")])
+    with database.transaction() as conn:
+        seqs = [row[0] for row in conn.execute("SELECT id FROM outbox_events ORDER BY id")]
+        def mark(seq: int, subscriber: str, status: str) -> None:
+            conn.execute("INSERT INTO outbox_deliveries (event_seq, subscriber, status, updated_at) VALUES (?, ?, ?, ?)",
+                         (seq, subscriber, status, outbox.now_iso()))
+        for seq in seqs:
+            mark(seq, "orders", "delivered")
+        mark(seqs[0], "inventory", "delivered")     # A: both acknowledged, old: goes
+        mark(seqs[2], "inventory", "dead")          # C: dead for one: kept for its replay
+        mark(seqs[3], "inventory", "delivered")     # D: both acknowledged but recent: kept
+        for number, when in enumerate(("2000-01-01T00:00:00.000+00:00", "2999-01-01T00:00:00.000+00:00")):
+            conn.execute("INSERT INTO processed_events VALUES (?, 'X', 'legacy', 'applied', ?)", (f"id{number}", when))
+    _age(database, "outbox_events", "occurred_at", "2000-01-01T00:00:00.000+00:00", f"id IN ({seqs[0]}, {seqs[1]}, {seqs[2]})")
+
+    with database.transaction() as conn:
+        assert outbox.prune(conn, ["orders", "inventory"], before="2020-01-01T00:00:00.000+00:00") == (1, 1)
+    with database.reading() as conn:
+        assert [row[0] for row in conn.execute("SELECT type FROM outbox_events ORDER BY id")] == ["B", "C", "D"]
+        assert conn.execute("SELECT count(*) FROM outbox_deliveries WHERE event_seq = ?", (seqs[0],)).fetchone()[0] == 0
+        assert [row[0] for row in conn.execute("SELECT event_id FROM processed_events")] == ["id1"]
+
+
+async def test_the_relay_prunes_what_it_delivered_and_never_sends_it_again(tmp_path: Path) -> None:
+    database = outbox_database(tmp_path)
+    subscriber = Subscriber()
+    write_events(database, [("A", "order:1"), ("B", "order:1"), ("C", "order:2")])
+    with serving(subscriber.app()) as server:
+        metrics = EventMetrics()
+        relay = OutboxRelay(database, source="test", metrics=metrics,
+                            wiring=FAST.with_(publish_to=(("sub", server.url),), relay_interval_s=0.02,
+                                              retention_s=0.0, prune_interval_s=0.0))
+
+        def pruned() -> bool:
+            with database.reading() as conn:
+                return outbox.total_events(conn) == 0
+        await relay_until(relay, pruned, "every delivered event pruned")
+    types = [event["type"] for event in subscriber.received]
+    assert sorted(types) == ["A", "B", "C"] and types.index("A") < types.index("B")    # once each, in order per order
+    assert metric(_text(metrics), "outbox_pruned_total", what="events") == 3
