@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from extracted_services.common.db import Database, next_service_id
-from domain_events.outbox import add_dead_letter, record_event
+from domain_events.outbox import add_dead_letter, now_iso, record_event
 from extracted_services.orders_service.models import Order, now_seconds, order_in
 
 STARTED, STOCK_RESERVED, CHARGED = "started", "stock_reserved", "charged"
@@ -168,3 +168,18 @@ def dead(database: Database, saga: Saga, reason: str) -> None:
                         detail={"order_id": saga.order_id, "failed_in": saga.failed_in,
                                 "failure_kind": saga.failure_kind, "failure": saga.failure,
                                 "lines": saga.lines, "payment_method": saga.payment_method})
+
+
+def retry_dead(database: Database, order_id: int) -> bool:
+    """Put a dead saga back into compensation, its failure count from zero; False if it is not dead.
+
+    Compensation is what a saga dies in, and every undo carries the idempotency key of the step
+    it undoes, so running it again releases and refunds at most once.
+    """
+    with database.transaction() as conn:
+        moved = conn.execute("UPDATE sagas SET state = ?, step_failures = 0, updated_at = ? WHERE order_id = ?"
+                             " AND state = ?", (COMPENSATING, now_seconds(), order_id, DEAD)).rowcount
+        if moved:
+            conn.execute("UPDATE dead_letters SET replayed_at = ? WHERE kind = 'saga' AND ref = ?"
+                         " AND replayed_at IS NULL", (now_iso(), str(order_id)))
+        return bool(moved)

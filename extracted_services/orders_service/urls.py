@@ -8,4 +8,5 @@ urlpatterns = [
     Route("/api/orders/", views.order_create, methods=["POST"], name="order-create"),
     Route("/api/orders/{order_id:int}/", views.order_detail, name="order-detail"),
     Route("/sagas/", views.saga_list, name="saga-list"),
+    Route("/sagas/{order_id:int}/retry/", views.saga_retry, methods=["POST"], name="saga-retry"),
 ]

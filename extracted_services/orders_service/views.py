@@ -121,6 +121,17 @@ async def saga_list(request: Request) -> Response:
     return json_response({"count": len(found), "sagas": found})
 
 
+async def saga_retry(request: Request) -> Response:
+    """Internal: run a dead saga's compensation again, once what it waited for is back."""
+    if (refused := internal.refusal(request)) is not None:
+        return refused
+    order_id = request.path_params["order_id"]
+    if not await run_in_threadpool(sagas.retry_dead, request.app.state.database, order_id):
+        return json_error(404, "not_found", f"No dead saga for order {order_id}")
+    request.app.state.sagas.run(order_id)
+    return json_response({"order_id": order_id, "state": sagas.COMPENSATING}, status=202)
+
+
 def configure(app: Any) -> None:
     runner = SagaRunner(app.state.database, app.state.wiring, app.state.metrics)
     runner.on_transition = lambda saga: app.state.relay.wake()   # its events go out without waiting a tick

@@ -12,8 +12,8 @@ import threading
 import httpx
 import pytest
 
-from tests.data.conftest import Shop, metric
-from tests.support.servers import wait_until
+from tests.data.conftest import Shop, metric, serving
+from tests.support.servers import ThreadedServer, wait_until
 
 ORDER = {"customer_email": "frank@example.com", "payment_method": "card",
          "lines": [{"sku": "ESP-001", "quantity": 1}, {"sku": "MLK-FRT", "quantity": 2}]}
@@ -102,9 +102,12 @@ def test_a_charge_retried_after_a_timeout_charges_once(start_shop) -> None:
     assert metric(text, "service_client_attempts_total", peer="payments", outcome="timeout") == 1
 
 
-def test_a_saga_that_can_neither_finish_nor_compensate_is_dead_lettered(start_shop, caplog) -> None:
-    """The payment is declined, and inventory is gone by then: the stock cannot be released. People must know."""
+def test_a_saga_that_can_neither_finish_nor_compensate_is_dead_lettered_and_can_be_retried(start_shop,
+                                                                                           caplog) -> None:
+    """The payment is declined, and inventory is gone by then: the stock cannot be released. People must know,
+    and once inventory is back an operator retries the dead saga: its compensation runs again, once."""
     shop = start_shop(payments="payments", saga_compensation_attempts=2, call_attempts=1)
+    before = reserved(shop)
     faults = shop.apps["payments"].state.faults
     faults.hold = threading.Event()
     placing = threading.Thread(target=lambda: httpx.post(shop.url("orders") + "/api/orders/", json=ORDER, timeout=20))
@@ -127,3 +130,21 @@ def test_a_saga_that_can_neither_finish_nor_compensate_is_dead_lettered(start_sh
     text = shop.get("orders", "/metrics").text
     assert metric(text, "saga_dead_letters_total") == 1 and metric(text, "saga_completed_total", outcome="dead") == 1
     assert shop.query("orders", "SELECT status FROM orders WHERE id = ?", (saga["order_id"],)) == [("pending",)]
+
+    assert shop.post("orders", "/sagas/999999/retry/").status_code == 404
+    shop.servers["inventory"] = restart(shop.servers["inventory"], shop.apps["inventory"])
+    retried = shop.post("orders", f"/sagas/{saga['order_id']}/retry/")
+    assert retried.status_code == 202 and retried.json()["state"] == "compensating"
+    wait_until(lambda: saga_state(shop, saga["order_id"]) == "compensated", timeout_s=10, what="the retried saga")
+    assert shop.query("orders", "SELECT status FROM orders WHERE id = ?", (saga["order_id"],)) == [("cancelled",)]
+    assert reserved(shop) == before
+    assert shop.get("orders", "/outbox/dead-letters/").json()["count"] == 0      # the letter is marked replayed
+    assert shop.post("orders", f"/sagas/{saga['order_id']}/retry/").status_code == 404   # not dead any more
+
+
+def restart(server: ThreadedServer, app) -> ThreadedServer:
+    """The same app again on the same port, as a service comes back after an outage."""
+    again = serving(app)
+    again.port, again.url = server.port, server.url
+    again.server.config.port = server.port
+    return again.start()
