@@ -10,11 +10,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from domain_events import internal
+from domain_events.wiring import Wiring
 from extracted_services.common import health
 from extracted_services.common.db import Database
 from extracted_services.common.http import ApiError, api_error_handler, append_slash_or_not_found
 from extracted_services.common.service import Service
-from domain_events.wiring import Wiring
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GZIP_MINIMUM_SIZE = 500  # as the monolith, so both sides encode the same answers

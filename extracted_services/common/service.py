@@ -10,8 +10,8 @@ from typing import Any
 
 from starlette.routing import BaseRoute
 
-from extracted_services.common.db import Migration
 from domain_events.inbox import Handler
+from extracted_services.common.db import Migration
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,9 +6,9 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-from extracted_services.common.db import Database, next_service_id
 from domain_events.outbox import SCHEMA as OUTBOX_SCHEMA
 from domain_events.outbox import now_iso, record_event
+from extracted_services.common.db import Database, next_service_id
 
 MIGRATIONS = [
     (

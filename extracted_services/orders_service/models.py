@@ -10,8 +10,8 @@ import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-from extracted_services.common.db import Database
 from domain_events.outbox import SCHEMA as OUTBOX_SCHEMA
+from extracted_services.common.db import Database
 
 MIGRATIONS = [
     (

@@ -16,8 +16,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from extracted_services.common.db import Database, next_service_id
 from domain_events.outbox import add_dead_letter, now_iso, record_event
+from extracted_services.common.db import Database, next_service_id
 from extracted_services.orders_service.models import Order, now_seconds, order_in
 
 STARTED, STOCK_RESERVED, CHARGED = "started", "stock_reserved", "charged"

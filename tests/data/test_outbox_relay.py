@@ -16,9 +16,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from domain_events import outbox
-from extracted_services.common import db
 from domain_events.metrics import EventMetrics
 from domain_events.relay import OutboxRelay
+from extracted_services.common import db
 from tests.data.conftest import AUTH, FAST, Shop, metric, serving
 from tests.support.servers import wait_until
 
