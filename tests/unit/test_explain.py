@@ -61,15 +61,14 @@ def test_a_sticky_cohort_names_its_bucket_and_the_upstream_the_proxy_would_choos
     assert "fallback: legacy" in text
 
 
-def test_an_invalid_cohort_cookie_is_said_to_count_as_none(config_path):
-    _, text = explain(config_path, "GET", "/api/orders/7", "Cookie: strangler_cohort=abc")
-    assert "cookie strangler_cohort='abc' is not a cohort id" in text
-    assert "placed by weight at random" in text
-
-
-def test_without_a_key_the_request_is_placed_at_random_and_a_cohort_would_be_issued(config_path):
-    _, text = explain(config_path, "GET", "/api/orders/7")
-    assert "no key in this request -> placed by weight at random" in text
+@pytest.mark.parametrize(("headers", "why"), [
+    ((), "no key in this request"),
+    (("Cookie: strangler_cohort=abc",), "cookie strangler_cohort='abc' is not a cohort id"),
+], ids=["no-cookie", "not-a-cohort-id"])
+def test_without_a_usable_cohort_the_request_is_placed_at_random_and_a_cohort_would_be_issued(config_path, headers,
+                                                                                               why):
+    _, text = explain(config_path, "GET", "/api/orders/7", *headers)
+    assert why in text and "-> placed by weight at random" in text
     assert "a new strangler_cohort cookie would be issued" in text
 
 
