@@ -192,7 +192,8 @@ def _banner(config: Config, config_path: str, children: list[Child], data_dir: P
         "Try:",
         f"  curl -si {proxy}/api/inventory/ESP-001/ | grep -i x-strangler      # inventory service",
         f"  curl -si {proxy}/api/orders/1/ | grep -i x-strangler               # 25% to orders, sticky by cohort",
-        f"  curl -si -b strangler_cohort=you {proxy}/api/orders/1/ | grep -i x-strangler-upstream",
+        f"  curl -si -b /tmp/cohort.jar -c /tmp/cohort.jar {proxy}/api/orders/1/ | grep -i x-strangler-upstream"
+        "   # repeat: the cohort cookie keeps you on one side",
         f"  curl -si -X POST -H 'Content-Type: application/json' \\",
         f"       -d '{{\"customer_email\": \"you@example.com\", \"lines\": [{{\"sku\": \"BNS-1KG\", \"quantity\": 1}}]}}' \\",
         f"       {proxy}/api/orders/                                              # writes stay on legacy",
