@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("method")
     explain.add_argument("url")
     explain.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'")
+    explain.add_argument("--client-ip", metavar="IP", help="the address the request comes from (for sticky: client-ip)")
 
     demo = commands.add_parser("demo", help="run the bundled monolith, services and proxy together")
     demo.add_argument("--config", default=DEFAULT_CONFIG)
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args.path)
     if args.command == "explain":
         from .explain import explain_request
-        return explain_request(args.path, args.method, args.url, args.header)
+        return explain_request(args.path, args.method, args.url, args.header, client_ip=args.client_ip)
     from .demo import run_demo
     return run_demo(args.config)
 

@@ -8,13 +8,15 @@ from urllib.parse import urlsplit
 from .config.loader import ConfigError, load_config
 from .config.model import COHORT_COOKIE, Config, Route
 from .errors import ProxyError
+from .headers import client_address
 from .paths import covers, normalize_path, strip_prefix
 from .routing import RequestHead, route_matches
 from .split import BUCKETS, SplitTable, bucket_of
 from .sticky import cohort_of, cookie_value
 
 
-def explain_request(path: str, method: str, url: str, header_args: list[str], out=sys.stdout) -> int:
+def explain_request(path: str, method: str, url: str, header_args: list[str], out=sys.stdout,
+                    client_ip: str | None = None) -> int:
     try:
         config = load_config(path)
     except ConfigError as error:
@@ -42,7 +44,7 @@ def explain_request(path: str, method: str, url: str, header_args: list[str], ou
         + (f"  (normalized from {parts.path})" if normalized != parts.path else ""))
     for index, route in enumerate(config.routes):
         if route_matches(route, head):
-            _explain_route(say, config, index, route, head)
+            _explain_route(say, config, index, route, head, client_ip)
             return 0
         say(f"  routes[{index}] {route.name}: no ({_why_not(route, head)})")
     say("no route matches: the proxy answers 404")
@@ -63,7 +65,7 @@ def _why_not(route: Route, head: RequestHead) -> str:
     return "?"
 
 
-def _explain_route(say, config: Config, index: int, route: Route, head: RequestHead) -> None:
+def _explain_route(say, config: Config, index: int, route: Route, head: RequestHead, peer: str | None) -> None:
     say(f"route: {route.name} (routes[{index}], {config.source}:{route.line}): path under {route.match.path}"
         + (f", method in {', '.join(sorted(route.match.methods))}" if route.match.methods else "")
         + (f", host {route.match.host}" if route.match.host else "")
@@ -82,11 +84,11 @@ def _explain_route(say, config: Config, index: int, route: Route, head: RequestH
         say(f"upstream: {table.upstreams[0]} (the only one with a share)")
     else:
         sticky = route.sticky
-        key, source = _key(sticky.kind, sticky.name, head)
+        key, source = _key(sticky.kind, sticky.name, head, config, peer)
         if key is None:
             extra = " (a new strangler_cohort cookie would be issued, and its id is the key from then on)" \
                 if sticky.kind == "cohort" else ""
-            why = "no key in this request"
+            why = "no key in this request" if sticky.kind != "client-ip" else "no client address given (--client-ip IP)"
             sent = cookie_value(head, COHORT_COOKIE) if sticky.kind == "cohort" else None
             if sent is not None:
                 why = (f"cookie {COHORT_COOKIE}={sent!r} is not a cohort id (16 to 64 lowercase hex digits), "
@@ -101,7 +103,7 @@ def _explain_route(say, config: Config, index: int, route: Route, head: RequestH
             "failed and the request can be replayed")
 
 
-def _key(kind: str, name: str | None, head: RequestHead) -> tuple[str | None, str]:
+def _key(kind: str, name: str | None, head: RequestHead, config: Config, peer: str | None) -> tuple[str | None, str]:
     if kind == "cohort":
         return cohort_of(head), f"cookie {COHORT_COOKIE}"
     if kind == "cookie":
@@ -109,5 +111,8 @@ def _key(kind: str, name: str | None, head: RequestHead) -> tuple[str | None, st
     if kind == "header":
         return head.header((name or "").lower()), f"header {name}"
     if kind == "client-ip":
-        return None, "client address (not known offline)"
+        if peer is None:
+            return None, "client address"
+        client = client_address(peer, head.raw_headers, config.trusted_proxies)
+        return client, "client address" + (f", from X-Forwarded-For through trusted proxy {peer}" if client != peer else "")
     return None, "none"

@@ -107,3 +107,30 @@ def test_the_command_line_reports_a_bad_header_and_an_invalid_config(config_path
     broken.write_text(CONFIG.replace("to: legacy\n", "to: nowhere\n"))
     assert main(["explain", str(broken), "GET", "/"]) == 1
     assert "broken.yaml:" in capsys.readouterr().err
+
+
+def test_client_ip_stickiness_uses_the_given_address_resolved_through_trusted_proxies(tmp_path):
+    path = tmp_path / "by-ip.yaml"
+    path.write_text("""\
+version: 1
+trusted_proxies: [10.0.0.0/8]
+upstreams:
+  legacy: {url: "http://127.0.0.1:8001"}
+  orders: {url: "http://127.0.0.1:8101"}
+routes:
+  - name: r
+    match: {path: /}
+    split: {orders: 50, legacy: 50}
+    sticky: client-ip
+""")
+    out = io.StringIO()
+    explain_request(str(path), "GET", "/", [], out=out)
+    assert "no client address given (--client-ip IP) -> placed by weight at random" in out.getvalue()
+    direct, proxied = io.StringIO(), io.StringIO()
+    explain_request(str(path), "GET", "/", [], out=direct, client_ip="192.0.2.7")
+    explain_request(str(path), "GET", "/", ["X-Forwarded-For: 192.0.2.7"], out=proxied, client_ip="10.1.2.3")
+    bucket = bucket_of("r", "192.0.2.7")
+    assert f"sticky: client-ip = '192.0.2.7' (client address) -> bucket {bucket}" in direct.getvalue()
+    assert ("(client address, from X-Forwarded-For through trusted proxy 10.1.2.3) -> "
+            f"bucket {bucket}") in proxied.getvalue()
+    assert main(["explain", str(path), "GET", "/", "--client-ip", "192.0.2.7"]) == 0
