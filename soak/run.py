@@ -436,7 +436,7 @@ defaults:
   retry: {{attempts: 3, backoff: {{initial: 20ms, max: 200ms}}}}
   circuit_breaker: {{failure_threshold: 20, recovery_timeout: 2s, success_threshold: 2}}
 limits: {{header_timeout: 2s, body_idle_timeout: 2s, max_concurrent_requests: 2000}}
-access_log: {{enabled: false}}
+access_log: {{enabled: true}}
 routes:
   - name: orders
     match: {{path: /api/orders}}
@@ -631,7 +631,10 @@ def main() -> int:
 def _judge(settings: Settings, report: Report, rss: dict[str, int], recorded: list[dict[str, dict[str, int]]],
            alive: bool, proxy: ProxyProcess) -> int:
     seen: dict[str, Counter] = {}
+    request_ids: dict[str, list[str]] = {}
     for upstream in recorded:
+        for soak_id, rids in upstream.pop("POST_REQUEST_IDS", {}).items():
+            request_ids.setdefault(soak_id, []).extend(rids)
         for method, ids in upstream.items():
             seen.setdefault(method, Counter()).update(ids)
     outcomes = report.outcomes
@@ -685,7 +688,8 @@ def _judge(settings: Settings, report: Report, rss: dict[str, int], recorded: li
     for problem in report.problems[:20]:
         print(f"  problem: {problem}")
     for name, soak_id in [("lost", i) for i in lost[:5]] + [("duplicated", i) for i in duplicated[:5]]:
-        print(f"  {name}: {soak_id}")
+        detail = f" (X-Request-IDs upstream: {', '.join(request_ids.get(soak_id, []))})" if name == "duplicated" else ""
+        print(f"  {name}: {soak_id}{detail}")
     print()
     for bound, held in bounds.items():
         print(f"  [{'ok' if held else 'BROKEN'}] {bound}")

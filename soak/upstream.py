@@ -6,7 +6,8 @@ first: a request whose body did not arrive whole is not acted on, as a real
 application would not). It answers 200 with the id in `X-Echo-Id` and in the
 body (padded to `?size=N`), so the client can tell its own answer from another's.
 
-`GET /__ids` returns {"GET": {id: count}, "POST": {...}, ...}; `GET /__health` 200.
+`GET /__ids` returns {"GET": {id: count}, "POST": {...}, ..., "POST_REQUEST_IDS": {id: [X-Request-ID, ...]}};
+`GET /__health` 200.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from urllib.parse import parse_qs
 import uvicorn
 
 SEEN: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+# The proxy's X-Request-ID of every POST acted on, so a duplicate tells one forwarded twice from two sent.
+POST_REQUEST_IDS: dict[str, list[str]] = defaultdict(list)
 
 
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -26,7 +29,7 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
         return
     path = scope["path"]
     if path == "/__ids":
-        body = json.dumps(SEEN).encode()
+        body = json.dumps({**SEEN, "POST_REQUEST_IDS": POST_REQUEST_IDS}).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
@@ -45,6 +48,9 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
             break
     soak_id = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-soak-id"), "-")
     SEEN[scope["method"]][soak_id] += 1
+    if scope["method"] == "POST":
+        POST_REQUEST_IDS[soak_id].append(
+            next((value.decode("latin-1") for name, value in scope["headers"] if name == b"x-request-id"), "-"))
     size = int(parse_qs(scope["query_string"].decode("latin-1")).get("size", ["0"])[0] or 0)
     body = f"id={soak_id} got={received}".encode()
     body += b"." * max(0, size - len(body))
