@@ -193,11 +193,21 @@ def _encode_text_headers(headers: Sequence[tuple[str, str]]) -> list[tuple[bytes
     return encoded
 
 
+# What the client's request body raises while it is streamed upstream (body.py).
+_BODY_FAILURES = frozenset({Reason.BODY_TOO_LARGE, Reason.BAD_REQUEST, Reason.REQUEST_TIMEOUT})
+
+
 def _failure(exc: BaseException, upstream: str, route: str | None) -> BaseException:
-    """The error to raise: the request body's own failure if that caused it, else the upstream's."""
+    """The error to raise: the request body's own failure if that caused it, else the upstream's.
+
+    Only the body's failures count: an earlier attempt's UpstreamError can sit in the chain too
+    (a fallback runs while that error is handled), and taking it would make a request that
+    reached this upstream look unsent, so that a POST would be sent again.
+    """
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, (ClientDisconnected, ProxyError)):
+        if isinstance(seen, ClientDisconnected) or (
+                isinstance(seen, ProxyError) and seen.reason in _BODY_FAILURES):
             return seen
         seen = seen.__cause__ or seen.__context__
     return translate(exc, upstream=upstream, route=route)

@@ -121,21 +121,22 @@ class _Forwarder:
         if self.route_rt.breakers[chosen].is_open():
             self._count_fallback(chosen, fallback, Reason.CIRCUIT_OPEN.flag)
             return await self._try_upstream(fallback)
+        # The fallback runs after the except blocks, so that its own errors do not carry this one.
         try:
             response = await self._try_upstream(chosen)
         except _REFUSALS as refusal:
-            self._count_fallback(chosen, fallback, refusal.reason.flag)
-            return await self._try_upstream(fallback)
+            reason = refusal.reason.flag
         except UpstreamError as failure:
             if not self._replayable(failure.reached_upstream):
                 raise
-            self._count_fallback(chosen, fallback, failure.reason.flag)
-            return await self._try_upstream(fallback)
-        if response.status in self.route.retry.retry_on_statuses and self._replayable(True):
+            reason = failure.reason.flag
+        else:
+            if response.status not in self.route.retry.retry_on_statuses or not self._replayable(True):
+                return response
             response.finish(complete=False)
-            self._count_fallback(chosen, fallback, "http_5xx")
-            return await self._try_upstream(fallback)
-        return response
+            reason = "http_5xx"
+        self._count_fallback(chosen, fallback, reason)
+        return await self._try_upstream(fallback)
 
     def _replayable(self, reached_upstream: bool) -> bool:
         # A request the upstream may have acted on goes elsewhere only if repeating it is harmless.

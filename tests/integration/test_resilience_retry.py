@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from tests.support.configs import one_route
-from tests.support.faults import RefusedPort, Scripted, faults  # noqa: F401  (fixture)
+from tests.support.faults import RefusedPort, ResetBeforeAnswer, Scripted, faults  # noqa: F401  (fixture)
 from tests.support.metrics import scrape
 
 
@@ -143,3 +143,20 @@ routes:
     assert metrics.value("strangler_retries_total", route="broken", upstream="broken") == 2
     assert metrics.value("strangler_requests_total", route="broken", upstream="broken", code="503") == 1
     assert metrics.value("strangler_proxy_errors_total", route="broken") == 0
+
+
+def test_a_post_that_fell_back_and_reached_the_fallback_is_never_retried_there(start_proxy, faults):
+    # The new upstream refuses (nothing sent: the fallback may take the POST). The fallback reads it whole
+    # and resets without answering: it may have acted on it, so it must receive it exactly once, whatever
+    # the refusal before it said (that error once leaked into the fallback's and made it look unsent).
+    refused = faults(RefusedPort())
+    legacy = faults(ResetBeforeAnswer())
+    proxy = start_proxy(one_route(refused.url, legacy.url, fallback=True, path="/api/orders",
+                                  defaults={"retry": "{attempts: 3, backoff: {initial: 10ms, max: 50ms}}"}))
+    response = httpx.post(proxy.url + "/api/orders", content=b'{"item": 8}', timeout=10)
+    assert response.status_code == 502
+    assert response.json()["reason"] == "upstream_reset" and response.json()["upstream"] == "legacy"
+    assert legacy.count == 1 and legacy.received[0].body == b'{"item": 8}'
+    metrics = scrape(proxy.admin_url)
+    assert metrics.value("strangler_fallbacks_total", route="orders", reason="connect_error") == 1
+    assert metrics.value("strangler_retries_total", route="orders", upstream="legacy") == 0
