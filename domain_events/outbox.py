@@ -200,9 +200,9 @@ def prune(conn: sqlite3.Connection, subscribers: Iterable[str], *, before: str) 
     old can no longer arrive again. Run inside the caller's transaction.
     """
     names = sorted(set(subscribers))
-    marks = ", ".join("?" * len(names)) or "NULL"
+    named = ", ".join("?" * len(names)) or "NULL"
     acknowledged = (f"(SELECT count(*) FROM outbox_deliveries d WHERE d.event_seq = e.id AND d.status = 'delivered'"
-                    f" AND d.subscriber IN ({marks})) = ?")
+                    f" AND d.subscriber IN ({named})) = ?")
     done = [row[0] for row in conn.execute(
         f"SELECT e.id FROM outbox_events e WHERE e.occurred_at < ? AND {acknowledged}", (before, *names, len(names)))]
     for start in range(0, len(done), 500):      # SQLite bounds the number of parameters

@@ -113,31 +113,27 @@ def build_head(method: str, target: bytes, headers: Headers, default_host: bytes
     return b"\r\n".join(lines), length
 
 
-def _content_length(headers: Headers) -> int:
-    """The body length of a response framed by one plain Content-Length, else 0 (the parser decides)."""
-    length = -1
+def _framing(headers: Headers) -> tuple[int, bool]:
+    """How a response's body ends, from one pass over its headers.
+
+    (its length when one plain Content-Length frames it, else 0 and the parser decides;
+    whether it ends only with the connection: neither Content-Length nor chunked)
+    """
+    length = 0
+    lengths = 0
+    chunked = False
+    encoded = False
     for name, value in headers:
         size = len(name)
         if size == 14 and name.lower() == b"content-length":
+            lengths += 1
             value = value.strip()
-            if length != -1 or not value.isdigit() or len(value) > 18:
-                return 0
-            length = int(value)
+            length = int(value) if value.isdigit() and len(value) <= 18 else -1
         elif size == 17 and name.lower() == b"transfer-encoding":
-            return 0
-    return max(length, 0)
-
-
-def _reads_until_eof(headers: Headers) -> bool:
-    """A response without Content-Length or chunked framing ends when the connection does."""
-    chunked = False
-    for name, value in headers:
-        lower = name.lower()
-        if lower == b"content-length":
-            return False
-        if lower == b"transfer-encoding":
+            encoded = True
             chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
-    return not chunked
+    plain = lengths == 1 and not encoded and length > 0
+    return (length if plain else 0), (lengths == 0 and not chunked)
 
 
 class Connection(asyncio.Protocol):
@@ -531,13 +527,13 @@ class Connection(asyncio.Protocol):
             self._keep_alive = False
             self._wake()
             raise _Stop()
+        bodiless = status == 204 or status == 304
+        self._raw_left, until_eof = (0, False) if bodiless else _framing(headers)
         if not parser.should_keep_alive():
             self._keep_alive = False
-            self._until_eof = status != 204 and status != 304 and _reads_until_eof(headers)
-        elif status == 204 or status == 304:
+            self._until_eof = until_eof
+        elif bodiless:
             self._keep_alive = False       # stray bytes after a bodiless answer would be the next response
-        if status != 204 and status != 304:
-            self._raw_left = _content_length(headers)
         self._wake()
 
     def on_body(self, body: bytes) -> None:

@@ -255,11 +255,8 @@ async def _stream(response: UpstreamResponse, method: str, config: Config, send:
     try:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         exchange.status = status
-        if method == "HEAD" or status in _BODYLESS_STATUS or status < 200:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            complete = True
-            return
-        whole = response.whole_body()
+        bodiless = method == "HEAD" or status in _BODYLESS_STATUS or status < 200
+        whole = b"" if bodiless else response.whole_body()
         if whole is not None:
             await send({"type": "http.response.body", "body": whole, "more_body": False})
             complete = True
