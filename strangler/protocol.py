@@ -36,6 +36,16 @@ LINGER_S = 2.0
 _BODY_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
+def _section_limit(limits: Limits) -> int:
+    """Raw bytes a request line and header section (or a trailer section) may take before it ends."""
+    return limits.max_url_bytes + limits.max_header_bytes + 1024
+
+
+def _oversized_section(in_head: bool) -> ProxyError:
+    where = "request header section" if in_head else "request trailer section or chunk line"
+    return ProxyError(f"{where} over the limit", reason=Reason.HEADERS_TOO_LARGE)
+
+
 class _Refused(Exception):
     def __init__(self, error: ProxyError) -> None:
         self.error = error
@@ -48,6 +58,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._header_count = 0
         self._url_bytes = 0
+        # Bytes fed to the parser since it last completed something (a head, body bytes, a message).
+        # httptools grows an unfinished field by concatenation, so an endless header or trailer
+        # must be stopped by its raw size, before on_header ever sees it.
+        self._unparsed_bytes = 0
         self._in_head = False                          # a request line/headers are being parsed
         self._pending_refusal: ProxyError | None = None  # waits for the responses ahead of it
         self._declares_body = False                    # the request being parsed frames a body
@@ -67,6 +81,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._pending_refusal is not None or self._lingering is not None:
             return      # the parser stopped at a bad request, or the answer is out: read away
         self._unset_keepalive_if_required()
+        self._unparsed_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -85,9 +100,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self._refuse(ProxyError("malformed HTTP request", reason=Reason.BAD_REQUEST))
             else:
                 self._refuse(refused.error)
+        else:
+            if self._unparsed_bytes > _section_limit(current_limits):
+                self._refuse(_oversized_section(self._in_head))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._unparsed_bytes = 0
         self._header_bytes = self._header_count = self._url_bytes = 0
         self._in_head = True
         self._declares_body = False
@@ -127,12 +146,21 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             raise _Refused(ProxyError(f"HTTP/{version} requests are not served; use HTTP/1.1",
                                       reason=Reason.HTTP_VERSION))
         self._in_head = False
+        self._unparsed_bytes = 0
         self._disarm_header_deadline()
         super().on_headers_complete()
         cycle = self.cycle
         if self._declares_body and cycle is not None and cycle.transport is self.transport:
             # Only requests with a body can leave bytes unread when their answer closes the connection.
             cycle.transport = _LingeringCloseTransport(self)
+
+    def on_body(self, body: bytes) -> None:
+        self._unparsed_bytes = 0
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._unparsed_bytes = 0
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         last = not self.pipeline
@@ -179,8 +207,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.pipeline.popleft()
             self._pending_refusal = error
             return
-        elif self.cycle is not None and self.cycle.response_started and not self.cycle.response_complete:
-            # Its own answer is already on the wire: the connection can only end, broken.
+        elif self.cycle is not None and self.cycle.response_started:
+            # Its own answer is already on the wire (maybe whole, if it came before the body did):
+            # a second answer would be read as the next request's. The connection can only end.
             self.transport.close()
             return
         self._write_refusal(error)
