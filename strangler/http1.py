@@ -371,7 +371,11 @@ class Connection(asyncio.Protocol):
                     continue
                 sent += len(chunk)
                 if length is None:
-                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+                    # One write, never writelines: the selector transport's writelines in Python
+                    # 3.12.0-3.12.8 and 3.13.0-3.13.1 does not pause the protocol at the high-water
+                    # mark (gh-127655), and the body would pile up in memory without bound. The
+                    # copy costs what writelines cost on 3.11, which joined the pieces itself.
+                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 elif sent > length:
                     self._body_failed(RequestBodyLengthError(f"request body longer than its Content-Length {length}"))
                     return

@@ -539,7 +539,7 @@ async def test_a_streamed_body_waits_for_a_slow_upstream(upstreams, clients):
     async def endless() -> AsyncIterator[bytes]:
         nonlocal produced
         chunk = b"x" * 65536
-        while True:
+        while produced < 64 * 1024 * 1024:      # bounded: without flow control this fails, not hangs
             produced += len(chunk)
             yield chunk
 
@@ -549,6 +549,90 @@ async def test_a_streamed_body_waits_for_a_slow_upstream(upstreams, clients):
         await client.send("POST", "/", HOST, endless())
     assert caught.value.reason is Reason.TIMEOUT         # no progress either way: the upstream's fault
     assert produced < 64 * 1024 * 1024                   # flow control held the body back
+
+
+class UnreadTransport(asyncio.Transport):
+    """A connection whose upstream reads nothing until told to, with asyncio's flow control.
+
+    `write` pauses the protocol above the high-water mark and `resume` resumes it, as every
+    asyncio transport does. `writelines` never pauses, as the selector transport's of Python
+    3.12.0-3.12.8 and 3.13.0-3.13.1 (gh-127655): a client must not rely on it.
+    """
+
+    HIGH = 64 * 1024
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._buffered = 0
+        self._paused = False
+        self._closing = False
+
+    def write(self, data: bytes) -> None:
+        self._buffered += len(data)
+        if not self._paused and self._buffered > self.HIGH:
+            self._paused = True
+            self._protocol.pause_writing()
+
+    def writelines(self, list_of_data) -> None:
+        self._buffered += sum(len(data) for data in list_of_data)
+
+    def get_write_buffer_size(self) -> int:
+        return self._buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.HIGH // 4, self.HIGH
+
+    def resume(self) -> None:
+        """The upstream reads everything written so far."""
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self._protocol.resume_writing()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        if not self._closing:
+            self._closing = True
+            asyncio.get_running_loop().call_soon(self._protocol.connection_lost, None)
+
+
+async def test_a_chunked_body_stops_at_the_high_water_mark_whatever_writelines_does():
+    """Pulling the body stops while the write buffer is over the transport's high-water mark."""
+    chunk_size = 16 * 1024
+    pulled = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        while pulled < 1000:         # a bound, so that a body never held back still ends
+            pulled += 1
+            yield b"x" * chunk_size
+
+    loop = asyncio.get_running_loop()
+    pool = http1.Pool("127.0.0.1", 9, connect_timeout_s=1.0, read_timeout_s=60.0)
+    connection = http1.Connection(pool, loop, 60.0)
+    transport = UnreadTransport(connection)
+    connection.connection_made(transport)
+    writer = loop.create_task(connection._send_body(body(), None))
+    held = lambda: writer.done() or connection._drain_waiter is not None    # noqa: E731
+    try:
+        most = UnreadTransport.HIGH // chunk_size + 1
+        await wait_for(held)
+        assert pulled <= most and not writer.done()
+        assert transport.get_write_buffer_size() > UnreadTransport.HIGH
+        transport.resume()                                   # the upstream reads: the body goes on
+        await wait_for(lambda: pulled > most)
+        await wait_for(held)
+        assert pulled <= 2 * most and not writer.done()
+    finally:
+        connection.abort()
+        await writer
+    assert connection._closed and pulled < 1000
 
 
 async def test_a_slow_client_body_is_not_the_upstreams_timeout(upstreams, clients):
