@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check bench soak clean
+.PHONY: demo test test-all check bench soak clean
 
 $(BIN)/strangler: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ demo: $(BIN)/strangler
 
 test: $(BIN)/strangler
 	$(BIN)/python -m pytest
+
+# The suite on each supported Python the machine has (noxfile.py: 3.11, 3.12, 3.13, one virtualenv
+# each under .venv/nox; a missing interpreter is skipped). NOX_ARGS="-s tests-3.13 -- tests/unit".
+test-all: $(BIN)/strangler
+	$(BIN)/nox $(NOX_ARGS)
 
 check: $(BIN)/strangler
 	$(BIN)/strangler check config/routes.yaml
