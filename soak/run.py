@@ -13,7 +13,8 @@ What runs (all on 127.0.0.1, all stopped at the end):
   file watcher, POST /reload or SIGHUP; now and then an invalid file that must be refused);
 - SOAK_CONCURRENCY keep-alive clients (default 32) sending GET, POST (small and streamed),
   HEAD and pipelined requests, each with a unique X-Soak-Id, plus hostile requests
-  (smuggling attempts, slowloris) that must be refused and never reach an upstream;
+  (smuggling attempts, header and trailer sections that never end, slowloris) that must be
+  refused and never reach an upstream;
 - a prober polling the admin health endpoints.
 
 The report gives requests sent and answered, outcomes by class, the proxy's RSS at the
@@ -81,7 +82,7 @@ class Settings:
 class Outcome:
     soak_id: str
     method: str
-    kind: str                 # get, post, post-streamed, head, pipelined, hostile, slowloris
+    kind: str                 # get, post, post-streamed, head, pipelined, hostile, endless-section, slowloris
     klass: str                # what the client saw, see Report
     status: int | None = None
     body_length: int = 0      # for POSTs: bytes sent
@@ -215,6 +216,24 @@ HOSTILE = [
     b"POST /shop/{id} HTTP/1.1\r\nHost: soak\r\nX-Soak-Id: {id}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhi\r\n0\r\n\r\n",
 ]
 
+# Unfinished sections: the rest of the field follows as `a` without end (_push_endlessly).
+ENDLESS = [
+    b"GET /shop/{id} HTTP/1.1\r\nHost: soak\r\nX-Soak-Id: {id}\r\nX-Big: ",
+    b"POST /shop/{id} HTTP/1.1\r\nHost: soak\r\nX-Soak-Id: {id}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"1\r\na\r\n0\r\nX-T: ",
+]
+ENDLESS_BUDGET_BYTES = 2 * 1024 * 1024
+
+
+async def _push_endlessly(writer: asyncio.StreamWriter) -> None:
+    piece = b"a" * 16384
+    try:
+        for _ in range(ENDLESS_BUDGET_BYTES // len(piece)):
+            writer.write(piece)
+            await writer.drain()
+    except (OSError, ConnectionError):
+        pass
+
 
 class Load:
     def __init__(self, settings: Settings, proxy: ProxyProcess, report: Report) -> None:
@@ -243,8 +262,10 @@ class Load:
                     await self.head(connection)
                 elif roll < 0.95:
                     await self.pipelined()
-                elif roll < 0.99:
+                elif roll < 0.985:
                     await self.hostile()
+                elif roll < 0.993:
+                    await self.endless_section()
                 else:
                     await self.slowloris()
         finally:
@@ -354,6 +375,36 @@ class Load:
         if answer is not None:
             outcome.klass = "refused 400" if answer.status == 400 and answer.close else f"hostile answered {answer.status}"
         connection.close()
+        self.report.add(outcome)
+
+    async def endless_section(self) -> None:
+        """A header or trailer that never ends, pushed until the proxy refuses it (431) or hangs up."""
+        soak_id = self.next_id()
+        outcome = Outcome(soak_id, "HOSTILE", "endless-section", "?")
+        start = self.random.choice(ENDLESS).replace(b"{id}", soak_id.encode())
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.proxy.port)
+        except OSError:
+            outcome.klass = "no-answer"
+            self.report.add(outcome)
+            return
+        pusher: asyncio.Task[None] | None = None
+        try:
+            writer.write(start)
+            pusher = asyncio.ensure_future(_push_endlessly(writer))
+            try:
+                answer = await asyncio.wait_for(read_answer(reader, head_only=False), CLIENT_TIMEOUT_S)
+                outcome.status = answer.status
+                outcome.klass = "refused 431" if answer.status == 431 else f"endless section answered {answer.status}"
+            except Aborted as aborted:
+                outcome.status = aborted.status
+                outcome.klass = "refused 431" if aborted.status == 431 else "no-answer"
+            except (TimeoutError, asyncio.TimeoutError):
+                outcome.klass = "client-timeout"
+        finally:
+            if pusher is not None:
+                pusher.cancel()
+            writer.close()
         self.report.add(outcome)
 
     async def slowloris(self) -> None:
@@ -658,7 +709,7 @@ def _judge(settings: Settings, report: Report, rss: dict[str, int], recorded: li
         "no lost requests (2xx not recorded upstream)": not lost,
         "no duplicated POSTs": not duplicated,
         "no hostile request reached an upstream": not hostile_reached,
-        "hostile requests refused (400/408)": all(o.klass in ("refused 400", "refused 408")
+        "hostile requests refused (400/408/431)": all(o.klass in ("refused 400", "refused 408", "refused 431")
                                                   for o in outcomes if o.method == "HOSTILE"),
         "every request has an outcome (no hangs, no silent closes)":
             len(outcomes) == report.sent and classes["client-timeout"] == 0 and classes["no-answer"] == 0,

@@ -22,6 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .config.model import Limits
 from .errors import ProxyError, Reason
+from .headers import EARLY_HINTS_EXTENSION
 from .problem import problem_body, problem_headers
 
 # The listener's limits, replaced on every reload (set by the config holder).
@@ -66,6 +67,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._pending_refusal: ProxyError | None = None  # waits for the responses ahead of it
         self._declares_body = False                    # the request being parsed frames a body
         self._lingering: asyncio.TimerHandle | None = None  # closes a lingering connection at last
+        # Given to the app in each request's scope (one dict per connection, never changed).
+        self._extensions = {EARLY_HINTS_EXTENSION: self._send_early_hints}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -106,6 +109,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope["extensions"] = self._extensions
         self._unparsed_bytes = 0
         self._header_bytes = self._header_count = self._url_bytes = 0
         self._in_head = True
@@ -170,6 +174,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             error, self._pending_refusal = self._pending_refusal, None
             if not self.transport.is_closing() and self._lingering is None:
                 self._write_refusal(error)
+
+    def _send_early_hints(self, scope: dict[str, Any], headers: list[tuple[bytes, bytes]]) -> None:
+        """Write a 103 answer ahead of the final one, while that has not started (HTTP/1.1 clients only)."""
+        cycle = self.cycle
+        if (cycle is None or cycle.scope is not scope or cycle.response_started or cycle.disconnected
+                or scope.get("http_version") != "1.1" or self._lingering is not None
+                or self.transport.is_closing()):
+            return
+        head = [b"HTTP/1.1 103 Early Hints\r\n"]
+        for name, value in headers:
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"\r\n")
+        self.transport.write(b"".join(head))
 
     def _arm_header_deadline(self) -> None:
         self._header_deadline = self.loop.call_later(current_limits.header_timeout_s, self._headers_too_slow)

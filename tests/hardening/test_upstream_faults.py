@@ -23,6 +23,7 @@ from tests.hardening.conftest import Rig
 from tests.hardening.wire import Fetched, fetch
 from tests.support.faults import Received, RecordingUpstream
 from tests.support.procnet import established_to_port
+from tests.support.rawhttp import RawConnection
 from tests.support.servers import ProxyProcess, wait_until
 from tests.support.toxiproxy import CloseOnReuse, Latency, LimitData, ResetPeer, Slicer, Timeout, Toxiproxy
 
@@ -255,3 +256,49 @@ def test_a_304_with_content_length_and_no_body_is_passed_on(faulty: Faulty, test
     head = faulty.get(f"/once/{test_id}-head", f"{test_id}-head", "HEAD")
     assert head.status == 200
     faulty.next_is_fine(test_id)
+
+
+def test_response_trailers_never_reach_the_client_as_headers(faulty: Faulty, test_id: str):
+    """RFC 9110 6.5.1: trailer fields are never merged into the head (here a forged cookie)."""
+    for n in range(5):                    # whatever the timing of the trailer against the head
+        marker = f"{test_id}-{n}"
+        fetched = faulty.get(f"/once/{marker}/bad/trailers", marker)
+        assert (fetched.status, fetched.complete, fetched.body) == (200, True, b"{}")
+        assert fetched.header("set-cookie") is None, fetched.headers
+        assert fetched.header("x-strangler-upstream") == "flaky", fetched.headers
+        assert b"attacker" not in fetched.body and b"forged" not in fetched.body
+    faulty.next_is_fine(test_id)
+
+
+def test_an_upstream_status_outside_100_to_599_is_502_protocol_error(faulty: Faulty, test_id: str):
+    _problem(faulty.get(f"/once/{test_id}/bad/status-999", test_id), 502, "protocol_error")
+    [seen] = faulty.seen(test_id)
+    faulty.next_is_fine(test_id, not_on={seen.conn})
+
+
+def test_an_upstream_status_outside_100_to_599_leaves_pipelined_requests_answered(faulty: Faulty, test_id: str):
+    with RawConnection(faulty.proxy.port, timeout_s=10.0) as connection:
+        connection.send(
+            f"GET /once/{test_id}-a/bad/status-999 HTTP/1.1\r\nHost: x\r\nX-Test-Id: {test_id}-a\r\n\r\n"
+            f"GET /once/{test_id}-b HTTP/1.1\r\nHost: x\r\nX-Test-Id: {test_id}-b\r\n\r\n".encode())
+        first, second = connection.read_response(), connection.read_response()
+    assert (first.status, second.status) == (502, 200)
+    assert second.header("x-echo-id") == f"{test_id}-b"
+
+
+def test_103_early_hints_reach_an_http11_client_before_the_answer(faulty: Faulty, test_id: str):
+    with RawConnection(faulty.proxy.port, timeout_s=10.0) as connection:
+        connection.send(f"GET /once/{test_id}/early-hints HTTP/1.1\r\nHost: x\r\nX-Test-Id: {test_id}\r\n\r\n".encode())
+        hints = connection.read_response()
+        final = connection.read_response()
+    assert hints.status == 103
+    assert hints.header_values("link") == ["</style.css>; rel=preload; as=style", "</app.js>; rel=preload; as=script"]
+    assert hints.header("x-hop") is None and hints.header("connection") is None
+    assert (final.status, final.header("x-echo-id")) == (200, test_id)
+
+
+def test_103_early_hints_are_not_sent_to_an_http10_client(faulty: Faulty, test_id: str):
+    with RawConnection(faulty.proxy.port, timeout_s=10.0) as connection:
+        connection.send(f"GET /once/{test_id}/early-hints HTTP/1.0\r\nHost: x\r\nX-Test-Id: {test_id}\r\n\r\n".encode())
+        final = connection.read_response()
+    assert (final.status, final.header("x-echo-id")) == (200, test_id)

@@ -299,6 +299,10 @@ class RecordingUpstream(FaultServer):
     - `.../bad/extra`        Content-Length 5 and more bytes than that: a whole stray response follows
     - `.../bad/204-body`, `.../bad/304-body`, HEAD on `.../bad/head-body`
                              a bodyless answer followed by the same stray response
+    - `.../bad/trailers`     a chunked 200 whose trailer section sets `Set-Cookie` and
+                             `X-Strangler-Upstream`, all in one write
+    - `.../bad/status-999`   `HTTP/1.1 999 Weird`, Content-Length framed
+    - `.../early-hints`      `103 Early Hints` (two Link fields, a Connection-named field) then the usual 200
 
     After a broken answer the connection stays open and keeps serving, so a client
     that reused it would read the stray response (`X-Stray: 1`, body `STRAY!`) as
@@ -352,6 +356,20 @@ async def _answer(seen: Received, writer: asyncio.StreamWriter) -> bool:
             status, length, (seen.test_id or "-").encode()) + STRAY)
         await writer.drain()
         return True
+    if path == "/bad/trailers":
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Echo-Id: %s\r\n\r\n"
+                     b"2\r\n{}\r\n0\r\nSet-Cookie: session=attacker\r\nX-Strangler-Upstream: forged\r\n\r\n"
+                     % (seen.test_id or "-").encode())
+        await writer.drain()
+        return True
+    if path == "/bad/status-999":
+        writer.write(b"HTTP/1.1 999 Weird\r\nContent-Length: 5\r\n\r\nweird")
+        await writer.drain()
+        return True
+    if path.endswith("/early-hints"):
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n"
+                     b"Link: </app.js>; rel=preload; as=script\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\r\n")
+        await writer.drain()
     if path.startswith("/status/"):
         status = int(path.rsplit("/", 1)[1])
         if status in (204, 304):
