@@ -1,7 +1,7 @@
 """The outbox relay: delivers each written event to every subscriber, at least once, in order per aggregate.
 
 One relay per process, started and stopped with the app. Each subscriber gets its
-own ServiceClient (the proxy's breaker, retry budget and timeouts) and its own
+own ServiceClient (a breaker, a retry budget and timeouts) and its own
 place in the outbox. A failed delivery waits with exponential backoff and jitter;
 after `relay_max_attempts` failures, or at once when the subscriber rejects the
 event (a 4xx), it becomes a dead letter and the log says why.
@@ -14,13 +14,12 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from types import SimpleNamespace
 from typing import Any
 
-from strangler.config.model import BreakerPolicy, RetryPolicy
-from strangler.errors import CircuitOpen, UpstreamError
-from strangler.retry import backoff
-from strangler.service_client import ServiceClient
+from resilience.errors import CallFailed, CircuitOpen
+from resilience.policy import BreakerPolicy, RetryPolicy
+from resilience.retry import backoff_s
+from resilience.service_client import ServiceClient
 
 from domain_events import outbox
 from domain_events.metrics import EventMetrics
@@ -44,8 +43,8 @@ class OutboxRelay:
         self.metrics = metrics
         self.subscribers = dict(wiring.publish_to)
         self._clock = clock
-        self._backoff = backoff(RetryPolicy(backoff_initial_s=wiring.relay_backoff_initial_s,
-                                            backoff_max_s=wiring.relay_backoff_max_s))
+        self._redelivery = RetryPolicy(backoff_initial_s=wiring.relay_backoff_initial_s,
+                                       backoff_max_s=wiring.relay_backoff_max_s)
         self._clients: dict[str, ServiceClient] = {}
         self._floors = dict.fromkeys(self.subscribers, 0)   # every event at or below is finished
         self._task: asyncio.Task[None] | None = None
@@ -165,7 +164,7 @@ class OutboxRelay:
                                                      idempotency_key=event.event_id)
         except CircuitOpen:
             return      # nothing was sent: not an attempt; the breaker's half-open trials probe for us
-        except UpstreamError as error:
+        except CallFailed as error:
             await self._failed(subscriber, event, error.reason.flag, error.detail)
             return
         if 200 <= status < 300:
@@ -182,7 +181,7 @@ class OutboxRelay:
         if attempts >= self.wiring.relay_max_attempts:
             await self._dead(subscriber, event, f"{attempts} failed attempts, the last: {detail}")
             return
-        delay_s = self._backoff(SimpleNamespace(attempt_number=attempts))
+        delay_s = backoff_s(self._redelivery, attempts)
         await asyncio.to_thread(self._write, outbox.mark_failed, event, subscriber,
                                 next_attempt_at=self._clock() + delay_s, error=detail)
         log.info("outbox.retry event=%s type=%s subscriber=%s attempt=%d in_s=%.2f error=%s",

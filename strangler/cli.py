@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import __version__
 from .config.loader import ConfigError, load_config
 from .config.model import Config
 from .logs import configure_logging
@@ -14,6 +15,7 @@ DEFAULT_CONFIG = "config/routes.yaml"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="strangler", description="A strangler-fig migration proxy.")
+    parser.add_argument("--version", action="version", version=f"strangler {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="serve the proxy")
@@ -46,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "explain":
         from .explain import explain_request
         return explain_request(args.path, args.method, args.url, args.header, client_ip=args.client_ip)
-    from .demo import run_demo
+    # The one edge from the proxy up to the playground: `strangler demo` is the command users
+    # know, and only this command loads the playground, which knows the bundled shop.
+    from playground.demo import run_demo
     return run_demo(args.config)
 
 

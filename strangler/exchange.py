@@ -15,7 +15,8 @@ from .logs import JSON_ACCESS_LOGGER
 from .metrics import Metrics
 
 if TYPE_CHECKING:
-    from .breaker import BreakerPermit
+    from resilience.breaker import BreakerPermit
+
     from .runtime import UpstreamState
 
 access_log = logging.getLogger("strangler.access")

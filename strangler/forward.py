@@ -1,24 +1,10 @@
 """The forwarding client: one connection pool per upstream, bodies streamed raw.
 
 The only module the rest of the proxy imports for forwarding; the client itself is
-strangler/http1.py, an HTTP/1.1 client written for exactly what a reverse proxy
-needs (httptools for parsing, one asyncio.Protocol per connection, a LIFO
-keep-alive pool). Chosen by measurement, twice:
-
-- httpx's default transport is several times slower than aiohttp at 64 concurrent
-  requests (encode/httpx#3215); see bench/results/client-choice.md. aiohttp was used.
-- aiohttp's ClientSession.request path (client.py, client_reqrep.py, http_writer.py,
-  client_proto.py, connector.py, streams.py) was then ~45% of the proxy's CPU per
-  request in a py-spy profile, and strangler made 0.57x asgiproxy's requests/s on
-  GET /small at 64 connections (bench/results/latest.md, 2026-11-22 08:33).
-
-Measured after the switch (2026-11-22, 2-CPU noisy machine, proxy pinned to one CPU,
-nginx origin, wrk -c64 GET /small 1 KiB, medians of 6 paired runs, aiohttp vs http1.py):
-proxy CPU per request 345 -> 186 µs with one plain route and 427 -> 209 µs with the
-benchmark's config (every feature on), requests/s 1.8x and 2.2x. The client alone
-(64 concurrent GETs on one uvloop process) costs 130-157 µs per request with
-aiohttp, 17-31 µs with http1.py. A quick bench/run.py (1 round, 3 s): S1 1.80x
-asgiproxy's requests/s, S3 (64 KiB uploads) 1.48x, S4 (10 MiB downloads) 1.54x.
+strangler/http1.py, an HTTP/1.1 client written for what a reverse proxy needs
+(httptools for parsing, one asyncio.Protocol per connection, a LIFO keep-alive
+pool). The measurements behind that choice are in bench/results/client-choice.md
+and the README's Design section.
 """
 
 from __future__ import annotations

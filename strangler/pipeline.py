@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from resilience.retry import call_with_retries
+
 from .body import RequestBody
 from .config.model import Config
 from .errors import (
@@ -20,7 +22,6 @@ from .headers import (
     check_host, client_address, client_response_headers, is_trusted, request_framing, upstream_request_headers,
 )
 from .paths import normalize_path, strip_prefix
-from .retry import call_with_retries
 from .routing import RequestHead
 from .runtime import RouteRuntime, Runtime, UpstreamState
 from .sticky import cohort_set_cookie, sticky_key

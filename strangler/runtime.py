@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .breaker import BreakerState, CircuitBreaker
-from .budget import RetryBudget
+from resilience.breaker import BreakerState, CircuitBreaker
+from resilience.budget import RetryBudget
+
 from .bulkhead import Bulkhead
 from .config.model import Config, Route, Upstream
 from .forward import UpstreamClient

@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
-from strangler.config.model import BreakerPolicy, RetryPolicy
-from strangler.errors import ProxyError
-from strangler.retry import backoff
-from strangler.service_client import ServiceClient
+from resilience.errors import CallError
+from resilience.policy import BreakerPolicy, RetryPolicy
+from resilience.retry import backoff_s
+from resilience.service_client import ServiceClient
 
 from domain_events.metrics import EventMetrics
 from domain_events.wiring import Wiring
@@ -55,8 +54,8 @@ class SagaRunner:
         self.metrics = metrics
         self.inventory = self._client("inventory")
         self.payments = self._client("payments")
-        self._pause = backoff(RetryPolicy(backoff_initial_s=wiring.saga_retry_initial_s,
-                                          backoff_max_s=wiring.saga_retry_max_s))
+        self._step_retry = RetryPolicy(backoff_initial_s=wiring.saga_retry_initial_s,
+                                       backoff_max_s=wiring.saga_retry_max_s)
         self._tasks: dict[int, asyncio.Task[Saga]] = {}
         self.on_transition: Callable[[Saga], None] = lambda saga: None   # after each step (the app wakes its relay)
 
@@ -150,7 +149,7 @@ class SagaRunner:
                                         f"{saga.state}: tried {failures} times, the last: {detail}")
             return
         await asyncio.to_thread(sagas.step_failed, self.database, saga, detail)
-        pause_s = self._pause(SimpleNamespace(attempt_number=failures))
+        pause_s = backoff_s(self._step_retry, failures)
         log.info("saga.retry order=%d state=%s failures=%d in_s=%.2f reason=%s", saga.order_id, saga.state,
                  failures, pause_s, detail)
         await asyncio.sleep(pause_s)
@@ -205,7 +204,7 @@ async def call_service(client: ServiceClient, method: str, path: str, json: Any 
     """One call; an answer below 500 comes back, anything that leaves the outcome unknown is Unavailable."""
     try:
         status, body = await client.request_json(method, path, json=json, idempotency_key=idempotency_key)
-    except ProxyError as error:          # CircuitOpen, UpstreamError: the outcome is unknown, try again later
+    except CallError as error:          # CircuitOpen, CallFailed: the outcome is unknown, try again later
         raise Unavailable(f"{client.name}: {error.detail}") from None
     if status >= 500:
         raise Unavailable(f"{client.name} answered HTTP {status}: {_detail(body)}")

@@ -6,8 +6,10 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
+# The policies are the resilience library's own values; routes carry them as they are.
+from resilience.policy import DEFAULT_RETRY_METHODS, BreakerPolicy, RetryPolicy  # noqa: F401 - re-exported
+
 COHORT_COOKIE = "strangler_cohort"
-DEFAULT_RETRY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 MAX_REPLAY_BODY_BYTES = 64 * 1024
 
 StickyKind = Literal["cohort", "cookie", "header", "client-ip", "none"]
@@ -35,25 +37,6 @@ class Upstream:
     timeout_s: float = 30.0        # longest wait for the upstream's next bytes
     max_concurrent: int = 256      # bulkhead
     health: HealthCheck | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    attempts: int = 3                          # tries in all, the first included
-    backoff_initial_s: float = 0.05
-    backoff_max_s: float = 1.0
-    retry_on_connect_error: bool = True
-    retry_on_timeout: bool = True
-    retry_on_statuses: frozenset[int] = frozenset({502, 503, 504})
-    methods: frozenset[str] = DEFAULT_RETRY_METHODS
-    budget_ratio: float = 0.2                  # extra load retries may add per upstream
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BreakerPolicy:
-    failure_threshold: int = 5
-    recovery_timeout_s: float = 30.0
-    success_threshold: int = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import pytest
+from strangler.config import loader
 
 BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 
@@ -30,21 +30,14 @@ ORIGIN = {
 }
 
 
-def _load_config():
-    loader = pytest.importorskip("strangler.config.loader", reason="strangler.config.loader is not written yet")
-    return loader
-
-
 def test_bench_config_is_valid():
     """bench/strangler.yaml loads without problems, as `strangler check` would report them."""
-    loader = _load_config()
     config = loader.load_config(BENCH_DIR / "strangler.yaml")
     assert len(config.routes) >= 5
 
 
 def test_bench_config_pointed_at_the_origin_is_still_valid():
     """The copy run.py writes, with the origin's real port, loads too and names that port."""
-    loader = _load_config()
     text = run.config_for_origin((BENCH_DIR / "strangler.yaml").read_text(), 43210)
     config = loader.parse_config(text, "bench.yaml")
     assert {upstream.url for upstream in config.upstreams} == {"http://127.0.0.1:43210"}
@@ -52,7 +45,6 @@ def test_bench_config_pointed_at_the_origin_is_still_valid():
 
 def test_hot_route_splits_fifty_fifty_with_sticky_cohort_and_a_fallback():
     """The route S1 and S2 hit is a 50/50 split by cohort, between two names for the one origin."""
-    loader = _load_config()
     config = loader.load_config(BENCH_DIR / "strangler.yaml")
     hot = next(route for route in config.routes if route.match.path == "/small")
     assert sorted(percent for _, percent in hot.split) == [50, 50]
@@ -64,7 +56,6 @@ def test_hot_route_splits_fifty_fifty_with_sticky_cohort_and_a_fallback():
 
 def test_every_benchmarked_path_is_routed_by_a_split_route():
     """/small, /large and POST /upload each reach a route that splits between two upstreams."""
-    loader = _load_config()
     config = loader.load_config(BENCH_DIR / "strangler.yaml")
     for path in ("/small", "/large", "/upload"):
         route = next(r for r in config.routes if r.match.path == path)

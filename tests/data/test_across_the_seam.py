@@ -10,12 +10,10 @@ from __future__ import annotations
 import time
 
 import httpx
-import pytest
 
-pytest.importorskip("strangler.app", reason="the proxy (strangler.app) is not importable yet")
-
-from tests.data.conftest import Shop  # noqa: E402
-from tests.support.servers import wait_until  # noqa: E402
+import strangler.app  # noqa: F401 - the proxy these tests run in a subprocess: a broken import fails here
+from tests.data.conftest import Shop
+from tests.support.servers import wait_until
 
 ORDER = {"customer_email": "erin@example.com", "payment_method": "card",
          "lines": [{"sku": "GRN-250", "quantity": 1}, {"sku": "FLT-100", "quantity": 4}]}

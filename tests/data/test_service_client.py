@@ -1,4 +1,4 @@
-"""ServiceClient: the proxy's breaker, retry budget and timeouts, for one service calling another."""
+"""ServiceClient: the breaker, retry budget and timeouts the proxy uses too, for one service calling another."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from strangler.config.model import BreakerPolicy, RetryPolicy
-from strangler.errors import CircuitOpen, Reason, UpstreamError
-from strangler.service_client import ServiceClient
+from resilience.errors import CallFailed, CircuitOpen, Failure
+from resilience.policy import BreakerPolicy, RetryPolicy
+from resilience.service_client import ServiceClient
 from tests.data.conftest import serving
 from tests.support.servers import free_port
 
@@ -67,9 +67,9 @@ async def test_a_timeout_is_retried_only_when_the_request_may_be_repeated() -> N
             assert (await client.request_json("POST", "/thing/", json={}, idempotency_key="k2"))[0] == 201
             assert len(flaky.seen) == 2
             flaky.delay_s = 1.0
-            with pytest.raises(UpstreamError) as raised:
+            with pytest.raises(CallFailed) as raised:
                 await client.request_json("POST", "/thing/", json={})
-            assert raised.value.reason is Reason.TIMEOUT and raised.value.reached_upstream
+            assert raised.value.reason is Failure.TIMEOUT and raised.value.reached_service
             assert len(flaky.seen) == 3
         finally:
             await client.close()
@@ -82,11 +82,31 @@ async def test_the_breaker_opens_and_refuses_calls_with_a_clear_error() -> None:
                            on_attempt=outcomes.append)
     try:
         for _ in range(2):
-            with pytest.raises(UpstreamError) as raised:
+            with pytest.raises(CallFailed) as raised:
                 await client.request_json("GET", "/thing/")
-            assert raised.value.reason is Reason.CONNECT_ERROR and not raised.value.reached_upstream
+            assert raised.value.reason is Failure.CONNECT_ERROR and not raised.value.reached_service
         with pytest.raises(CircuitOpen, match="circuit open for nowhere"):
             await client.request_json("GET", "/thing/")
         assert outcomes == ["connect_error", "connect_error", "circuit_open"]
     finally:
         await client.close()
+
+
+async def test_paths_go_out_as_given_and_no_cookie_rides_on_the_next_call() -> None:
+    seen: list[tuple[bytes, str | None]] = []
+
+    async def endpoint(request: Request) -> JSONResponse:
+        seen.append((request.scope["raw_path"], request.headers.get("cookie")))
+        response = JSONResponse({})
+        response.set_cookie("session", "alice")
+        return response
+
+    app = Starlette(routes=[Route("/{rest:path}", endpoint)])
+    with serving(app) as server:
+        client = ServiceClient("thing", server.url + "/base/")
+        try:
+            await client.request_json("GET", "/api/inventory/A%2FB/reserve/")
+            await client.request_json("GET", "/a/../b/")
+        finally:
+            await client.close()
+    assert seen == [(b"/base/api/inventory/A%2FB/reserve/", None), (b"/base/a/../b/", None)]

@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-pytest.importorskip("strangler.app", reason="the proxy (strangler.app) is not importable yet")
-
-from tests.support.servers import REPO, free_port, wait_until  # noqa: E402
+import playground.demo  # noqa: F401 - what `strangler demo` runs in a subprocess: a broken import fails here
+import strangler.app  # noqa: F401 - likewise the proxy it starts
+from tests.support.servers import REPO, free_port, wait_until
 
 READY_WITHIN_S = 15.0
 SHIPPED_PORTS = {"listen": 8000, "admin": 9000, "legacy": 8001, "orders": 8101, "inventory": 8102, "payments": 8103}

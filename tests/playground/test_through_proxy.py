@@ -12,16 +12,16 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+
 import httpx
 import pytest
 
-pytest.importorskip("strangler.app", reason="the proxy (strangler.app) is not importable yet")
-
-from extracted_services.common.app import build_app as build_service_app  # noqa: E402
-from legacy_monolith.asgi import build_app as build_monolith_app  # noqa: E402
-from tests.contract.seeding import SERVICES, seed_everything  # noqa: E402
-from tests.playground.conftest import CSRF_FIELD  # noqa: E402
-from tests.support.servers import REPO, ProxyProcess, ThreadedServer  # noqa: E402
+import strangler.app  # noqa: F401 - the proxy these tests run in a subprocess: a broken import fails here
+from extracted_services.common.app import build_app as build_service_app
+from legacy_monolith.asgi import build_app as build_monolith_app
+from tests.contract.seeding import SERVICES, seed_everything
+from tests.playground.conftest import CSRF_FIELD
+from tests.support.servers import REPO, ProxyProcess, ThreadedServer
 
 SHIPPED_CONFIG = REPO / "config" / "routes.yaml"
 

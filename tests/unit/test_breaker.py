@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strangler.breaker import BreakerPermit, BreakerState, CircuitBreaker
-from strangler.config.model import BreakerPolicy
+from resilience.breaker import BreakerPermit, BreakerState, CircuitBreaker
+from resilience.policy import BreakerPolicy
 
 POLICY = BreakerPolicy(failure_threshold=3, recovery_timeout_s=30.0, success_threshold=2)
 

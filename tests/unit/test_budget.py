@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strangler.budget import RetryBudget
+from resilience.budget import RetryBudget
 
 
 class Clock:

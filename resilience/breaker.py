@@ -1,4 +1,4 @@
-"""Circuit breaker per (route, upstream): stop sending to an upstream that keeps failing, probe it after a pause."""
+"""Circuit breaker: stop calling an upstream that keeps failing, probe it after a pause."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from strangler.config.model import BreakerPolicy
+from .policy import BreakerPolicy
 
+# Under the project's log namespace, as domain_events' loggers are: a side that runs on
+# its own shows `strangler.*` lines, and the proxy's logs keep the name they always had.
 log = logging.getLogger("strangler.breaker")
 
 

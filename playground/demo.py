@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .config.loader import ConfigError, load_config
-from .config.model import Address, Config
-from .routing import RequestHead, RoutingTable
+from strangler.config.loader import ConfigError, load_config
+from strangler.config.model import Address, Config
+from strangler.routing import RequestHead, RoutingTable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_DEADLINE_S = 15.0
