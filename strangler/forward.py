@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 from . import http1
 from .config.model import Upstream
 from .errors import ClientDisconnected, ProxyError, Reason, UpstreamError
-from .http1 import KEEPALIVE_EXPIRY_S, MAX_RESPONSE_HEADER_BYTES  # noqa: F401 - part of this module's interface
+from .http1 import KEEPALIVE_EXPIRY_S, MAX_RESPONSE_HEADER_BYTES, InterimHandler  # noqa: F401 - part of this module's interface
 
-__all__ = ["KEEPALIVE_EXPIRY_S", "MAX_RESPONSE_HEADER_BYTES", "UpstreamClient", "UpstreamResponse", "translate"]
+__all__ = ["KEEPALIVE_EXPIRY_S", "MAX_RESPONSE_HEADER_BYTES", "InterimHandler", "UpstreamClient", "UpstreamResponse",
+           "translate"]
 
 
 def translate(exc: BaseException, *, upstream: str, route: str | None = None) -> UpstreamError:
@@ -113,6 +114,7 @@ class UpstreamClient:
         body: bytes | AsyncIterable[bytes] | None,
         *,
         route: str | None = None,
+        on_interim: http1.InterimHandler | None = None,
     ) -> UpstreamResponse:
         """Send the request; return once the upstream's status and headers have arrived.
 
@@ -128,7 +130,7 @@ class UpstreamClient:
         # still waiting for its answer.
         self.in_flight += 1
         try:
-            connection = await pool.request(head, body, length, method == "HEAD")
+            connection = await pool.request(head, body, length, method == "HEAD", on_interim)
         except http1.HTTPError as exc:
             self.in_flight -= 1
             raise _failure(exc, self.upstream.name, route) from exc

@@ -34,6 +34,8 @@ _JOIN_BELOW = 64 * 1024
 _COALESCE_BODY_BYTES = 64 * 1024
 
 Headers = Sequence[tuple[bytes, bytes]]
+# Told of an interim (1xx) answer: its status and raw header pairs.
+InterimHandler = Callable[[int, list[tuple[bytes, bytes]]], None]
 
 
 class HTTPError(Exception):
@@ -145,6 +147,7 @@ class Connection(asyncio.Protocol):
         "_keep_alive", "_stray", "_until_eof", "_body", "_buffered", "_head_bytes", "_error",
         "_body_error", "_waiter", "_drain_waiter", "_write_paused", "_read_paused", "_timer",
         "_last_activity", "_awaiting_source", "_writer", "_body_done", "_raw_left", "_parser_stale",
+        "_on_interim", "_trailer_bytes",
     )
 
     def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop, read_timeout_s: float) -> None:
@@ -185,18 +188,25 @@ class Connection(asyncio.Protocol):
         # is replaced before the next exchange.
         self._raw_left = 0
         self._parser_stale = False
+        self._on_interim: InterimHandler | None = None
+        self._trailer_bytes = 0
 
     # --- the exchange, as the pool and the response see it -------------------------------------
 
     async def request(self, head: bytes, body: bytes | AsyncIterable[bytes] | None, length: int | None,
-                      is_head: bool) -> None:
-        """Send the request; return once the final response's status and headers are in."""
+                      is_head: bool, on_interim: InterimHandler | None = None) -> None:
+        """Send the request; return once the final response's status and headers are in.
+
+        `on_interim` is told of each 103 Early Hints answer that comes before the final one.
+        """
         if self._closed or self._transport.is_closing():
             raise RemoteDisconnected("the connection closed before the request was sent")
         if self._parser_stale:
             self._parser = httptools.HttpResponseParser(self)
             self._parser_stale = False
         self._raw_left = 0
+        self._trailer_bytes = 0
+        self._on_interim = on_interim
         self._active = True
         self._is_head = is_head
         self._head_done = self._complete = self._stray = self._until_eof = False
@@ -275,6 +285,7 @@ class Connection(asyncio.Protocol):
     def park(self, now: float) -> None:
         self._idle = True
         self.idle_since = now
+        self._on_interim = None
         self._body.clear()
         self._buffered = 0
         self._headers = []
@@ -509,13 +520,29 @@ class Connection(asyncio.Protocol):
         self._headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head_done:
+            # A trailer field: never merged into the head already handed out (RFC 9110 6.5.1), and
+            # not forwarded (the client's response is framed anew). Bounded like a head.
+            self._trailer_bytes += len(name) + len(value) + 4
+            if self._trailer_bytes > MAX_RESPONSE_HEADER_BYTES:
+                self._fail(ProtocolError(f"response trailers over {MAX_RESPONSE_HEADER_BYTES} bytes"))
+                raise _Stop()
+            return
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         status = parser.get_status_code()
+        if status < 100 or status > 599:
+            # No status line for it on the client's side (RFC 9110 15: 100-599): a 502, not a crash.
+            self._fail(ProtocolError(f"response status {status} is outside 100-599"))
+            raise _Stop()
         if status < 200:
-            return       # 100 Continue and other interim answers: the final one follows (101 is refused)
+            # Interim answers: the final one follows (101 is refused). 103 Early Hints is passed on;
+            # 100 Continue is this hop's own business.
+            if status == 103 and self._on_interim is not None:
+                self._on_interim(status, self._headers)
+            return
         headers = self._headers
         if self._head_bytes > MAX_RESPONSE_HEADER_BYTES and (
                 sum(len(name) + len(value) + 4 for name, value in headers) > MAX_RESPONSE_HEADER_BYTES):
@@ -593,11 +620,11 @@ class Pool:
         return len(self._connections)
 
     async def request(self, head: bytes, body: bytes | AsyncIterable[bytes] | None, length: int | None,
-                      is_head: bool) -> Connection:
+                      is_head: bool, on_interim: InterimHandler | None = None) -> Connection:
         """Send a request on an idle connection or a new one; return it once the response head is in."""
         connection = self._take_idle() or await self._connect()
         try:
-            await connection.request(head, body, length, is_head)
+            await connection.request(head, body, length, is_head, on_interim)
         except BaseException:
             # An error, a failed request body, a cancellation: the connection's state is unknown.
             connection.finish_exchange()
