@@ -11,6 +11,7 @@ class Reason(enum.Enum):
     NO_ROUTE = ("no_route", 404, "No route matches")
     BAD_PATH = ("bad_path", 400, "Path cannot be normalized safely")
     BAD_REQUEST = ("bad_request", 400, "Bad request")
+    METHOD_NOT_ALLOWED = ("method_not_allowed", 405, "Method not allowed")
     REQUEST_TIMEOUT = ("request_timeout", 408, "Request not received in time")
     BODY_TOO_LARGE = ("body_too_large", 413, "Request body too large")
     URI_TOO_LONG = ("uri_too_long", 414, "Request target too long")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sys
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from .config.loader import ConfigError, load_config
 from .config.model import COHORT_COOKIE, Config, Route
 from .errors import ProxyError
-from .headers import client_address
+from .headers import check_host, client_address
 from .paths import covers, normalize_path, strip_prefix
-from .routing import RequestHead, route_matches
+from .routing import RequestHead, check_method, host_matches, route_matches
 from .split import BUCKETS, SplitTable, bucket_of
 from .sticky import cohort_of, cookie_value
 
@@ -35,9 +36,12 @@ def explain_request(path: str, method: str, url: str, header_args: list[str], ou
     raw_path = (parts.path or "/").encode("latin-1")
     say = lambda line="": print(line, file=out)  # noqa: E731
     try:
+        # As the proxy refuses before routing; a request given as a bare path may have no Host.
+        check_method(method.upper())
+        check_host(headers, "1.0")
         normalized = normalize_path(raw_path)
     except ProxyError as error:
-        say(f"{method.upper()} {parts.path}: 400 Bad Request ({error.detail})")
+        say(f"{method.upper()} {parts.path}: {error.status} {HTTPStatus(error.status).phrase} ({error.detail})")
         return 1
     head = RequestHead(method.upper(), normalized, headers)
     say(f"request: {head.method} {normalized}" + (f"?{parts.query}" if parts.query else "")
@@ -57,7 +61,7 @@ def _why_not(route: Route, head: RequestHead) -> str:
         return f"path is not under {match.path}"
     if match.methods is not None and head.method not in match.methods:
         return f"method {head.method} not in {', '.join(sorted(match.methods))}"
-    if match.host is not None and head.host != match.host:
+    if match.host is not None and not host_matches(match.host, head.host):
         return f"host {head.host!r} is not {match.host!r}"
     for name, value in match.headers:
         if head.header(name) != value:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 
 from .config.model import IPNetwork
@@ -16,8 +17,23 @@ HOP_BY_HOP = frozenset({
 })
 # The proxy frames the body itself, answers `Expect: 100-continue` itself, and sets one X-Request-ID.
 _REFRAMED = frozenset({b"content-length", b"expect", b"x-request-id"})
-_FORWARDING = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"})
+# What the proxy itself sets or keeps for the upstream: a Connection token naming one is ignored.
+_PROXY_SET = frozenset({
+    b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"via",
+    b"x-request-id", b"content-length",
+})
+# Dropped from every request: framing and hop-by-hop fields, and `Proxy` (httpoxy: CGI-style servers
+# hand it to applications as HTTP_PROXY, their outgoing proxy). X-Forwarded-* is kept from trusted
+# proxies only; proxy-* is hop-by-hop.
+_DROPPED = _REFRAMED | HOP_BY_HOP | {b"proxy"}
+_PREFIXED = (b"x-forwarded-", b"proxy-")
 VIA = b"1.1 strangler"
+# RFC 9112 section 3.2, RFC 3986: uri-host [ ":" port ], uri-host a reg-name, IPv4 or [IPv6]. Two
+# things the reg-name grammar allows are left out, as no name or address needs them: ',' (X-Forwarded-Host
+# repeats Host and is read as a list, so `Host: shop.example.com,evil.test` would put a second host in
+# it) and percent-escapes (clients send international names as xn-- labels; upstreams disagree on
+# decoding `%2F` in a host).
+_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+;=]*|\[([0-9A-Fa-f:.]+)\])(?::[0-9]{0,5})?")
 
 
 def _connection_named(raw_headers: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -74,11 +90,31 @@ def check_host(raw_headers: Sequence[tuple[bytes, bytes]], http_version: str) ->
 
     With two, the proxy would route on one while the upstream may act on the other.
     """
-    count = sum(1 for name, _ in raw_headers if name.lower() == b"host")
-    if count > 1:
-        raise BadRequest("more than one Host header")
-    if count == 0 and http_version not in ("1.0", "0.9"):
-        raise BadRequest("no Host header")
+    host: bytes | None = None
+    for name, value in raw_headers:
+        if len(name) == 4 and name.lower() == b"host":
+            if host is not None:
+                raise BadRequest("more than one Host header")
+            host = value
+    if host is None:
+        if http_version not in ("1.0", "0.9"):
+            raise BadRequest("no Host header")
+    elif not is_valid_host(host.strip(b" \t")):
+        raise BadRequest("Host header is not a host[:port]")
+
+
+def is_valid_host(value: bytes) -> bool:
+    """True for `host[:port]` as RFC 3986 writes it (a name, an IPv4 or a bracketed IPv6 address)."""
+    match = _HOST.fullmatch(value)
+    if match is None or not value or value[0] == 0x3A:      # empty, or a port without a host
+        return False
+    literal = match.group(1)
+    if literal is not None:
+        try:
+            ipaddress.IPv6Address(literal.decode("ascii"))
+        except ValueError:
+            return False
+    return True
 
 
 def is_trusted(address: str | None, trusted: Sequence[IPNetwork]) -> bool:
@@ -103,6 +139,8 @@ def upstream_request_headers(
     Every value must be UTF-8 (or the request is refused), and goes out byte for byte.
     """
     named = _connection_named(raw_headers)
+    if named:
+        named -= _PROXY_SET
     out: Headers = []
     forwarded_for: bytes | None = None
     proto: bytes | None = None
@@ -117,18 +155,26 @@ def upstream_request_headers(
             except UnicodeDecodeError:
                 raise BadRequest(f"header {name.decode('latin-1')} is not valid UTF-8") from None
         lower = name.lower()
-        if lower in _REFRAMED or _is_hop_by_hop(lower, named) and lower not in _FORWARDING:
+        if lower in _DROPPED or lower in named:
             continue
-        if lower in _FORWARDING:
-            if trusted_client:
+        if lower.startswith(_PREFIXED):         # one call for both prefixes: this loop runs for every field
+            if trusted_client and lower[0] == 0x78:    # x-forwarded-*; proxy-* is hop-by-hop
                 if lower == b"x-forwarded-for":
                     forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
                 elif lower == b"x-forwarded-proto":
                     proto = proto or value
                 elif lower == b"x-forwarded-host":
+                    if not _is_valid_host_list(value):
+                        raise BadRequest("X-Forwarded-Host is not a list of host[:port]")
                     forwarded_host = forwarded_host or value
                 else:
                     out.append((name, value))
+            continue
+        if lower == b"forwarded":
+            if trusted_client:
+                out.append((name, value))
+            continue
+        if 0x5F in lower and _spoofs_a_proxy_header(lower):     # b"_" in lower, at a tenth of the cost
             continue
         if lower == b"via":
             via = value if via is None else via + b", " + value
@@ -144,6 +190,17 @@ def upstream_request_headers(
         out.append((b"X-Forwarded-Host", forwarded_host or host or b""))
     out.append((b"Via", via + b", " + VIA if via else VIA))
     return out
+
+
+def _spoofs_a_proxy_header(lower_name: bytes) -> bool:
+    """True for `x_forwarded_for` and the like: WSGI and CGI servers read `_` as `-`, so the
+    application would take it for the field the proxy sets or drops."""
+    spelled = lower_name.replace(b"_", b"-")
+    return spelled in _PROXY_SET or spelled in _DROPPED or spelled.startswith((*_PREFIXED, b"x-strangler-"))
+
+
+def _is_valid_host_list(value: bytes) -> bool:
+    return all(is_valid_host(part.strip(b" \t")) for part in value.split(b","))
 
 
 def client_address(peer_ip: str | None, raw_headers: Sequence[tuple[bytes, bytes]], trusted: Sequence[IPNetwork]) -> str | None:

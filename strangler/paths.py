@@ -6,8 +6,11 @@ import re
 
 from .errors import BadPath
 
-# Fast path: plain segments, no escapes, no dot segments, no empty segments.
-_PLAIN = re.compile(rb"(?:/(?!\.{1,2}(?:/|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*/?")
+# Fast path: plain segments, no escapes, no dot segments (with or without `;params`), no empty segments.
+_PLAIN = re.compile(rb"(?:/(?!\.{1,2}(?:[/;]|$))[A-Za-z0-9\-._~!$&'()*+,;=:@]+)*/?")
+# `..;x` and `.;x`, decoded: Tomcat and Spring drop a segment's `;params` before resolving dot
+# segments, so there `/api/orders/..;/admin` is /api/admin; elsewhere it is a plain name.
+_DOT_WITH_PARAMS = re.compile(r"\.\.?(?:;|%3B)")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _PCHAR_LITERAL = _UNRESERVED | frozenset(b"!$&'()*+,;=:@")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -19,8 +22,9 @@ def normalize_path(raw_path: bytes) -> str:
     """Resolve escapes of unreserved bytes, dot segments and repeated slashes.
 
     Raises BadPath for what cannot be normalized safely: encoded slashes or
-    backslashes (upstreams disagree on them), control bytes, broken escapes and
-    `..` that climbs above the root.
+    backslashes (upstreams disagree on them), control bytes, broken escapes,
+    `..` that climbs above the root, and dot segments with path parameters
+    (`..;x`, which upstreams disagree on too).
     """
     if not raw_path.startswith(b"/"):
         raise BadPath("request target must be a path starting with '/'")
@@ -36,8 +40,13 @@ def normalize_path(raw_path: bytes) -> str:
         if segment == "..":
             if not segments:
                 raise BadPath("path climbs above the root with '..'")
+            if segments[-1].startswith((";", "%3B")):
+                # Tomcat reads `;x` as an empty segment, so there this `..` removes the one before.
+                raise BadPath("'..' after a segment of only path parameters")
             segments.pop()
             continue
+        if segment[0] == "." and _DOT_WITH_PARAMS.match(segment):
+            raise BadPath("dot segment with path parameters ('..;'), which some upstreams read as '..'")
         segments.append(segment)
     if not segments:
         return "/"

@@ -22,7 +22,7 @@ from .headers import (
     check_host, client_address, client_response_headers, is_trusted, request_framing, upstream_request_headers,
 )
 from .paths import normalize_path, strip_prefix
-from .routing import RequestHead
+from .routing import RequestHead, check_method
 from .runtime import RouteRuntime, Runtime, UpstreamState
 from .sticky import cohort_set_cookie, sticky_key
 
@@ -40,6 +40,7 @@ async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
     query: bytes = scope.get("query_string", b"")
     raw_headers = scope["headers"]
+    check_method(scope["method"])
     check_host(raw_headers, scope.get("http_version", "1.1"))
     head = RequestHead(scope["method"], normalize_path(raw_path), raw_headers)
 

@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .config.model import Route
+from .errors import ProxyError, Reason
 from .paths import covers
+
+# Refused before routing, whatever a route allows: CONNECT asks for a tunnel, which a pooled upstream
+# connection must never become, and TRACE has the upstream echo the request, cookies and credentials
+# included, into a page's reach.
+REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})
+
+
+def check_method(method: str) -> None:
+    """Refuse the methods no route may forward (405)."""
+    if method in REFUSED_METHODS:
+        raise ProxyError(f"{method} is not forwarded", reason=Reason.METHOD_NOT_ALLOWED)
 
 
 class RequestHead:
@@ -31,7 +43,7 @@ class RequestHead:
 
     @property
     def host(self) -> str | None:
-        """The Host header, lower-cased, without its port."""
+        """The Host header, lower-cased, without its port or the trailing dot of a fully qualified name."""
         if self._host is False:
             host = self.header("host")
             if host is not None:
@@ -40,8 +52,15 @@ class RequestHead:
                     host = host.split("]", 1)[0] + "]"
                 else:
                     host = host.rsplit(":", 1)[0] if ":" in host else host
+                    if host.endswith("."):      # shop.example.com. is shop.example.com
+                        host = host[:-1]
             self._host = host
         return self._host  # type: ignore[return-value]
+
+
+def host_matches(route_host: str, request_host: str | None) -> bool:
+    """The request's host (see RequestHead.host) is the route's, also when the route's has a trailing dot."""
+    return request_host == route_host or request_host is not None and request_host + "." == route_host
 
 
 def route_matches(route: Route, request: RequestHead) -> bool:
@@ -50,7 +69,7 @@ def route_matches(route: Route, request: RequestHead) -> bool:
         return False
     if match.methods is not None and request.method not in match.methods:
         return False
-    if match.host is not None and request.host != match.host:
+    if match.host is not None and not host_matches(match.host, request.host):
         return False
     for name, value in match.headers:
         if request.header(name) != value:

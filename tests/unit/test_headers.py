@@ -8,7 +8,8 @@ import pytest
 
 from strangler.errors import BadRequest
 from strangler.headers import (
-    client_address, client_response_headers, is_trusted, request_framing, upstream_request_headers,
+    check_host, client_address, client_response_headers, is_trusted, is_valid_host, request_framing,
+    upstream_request_headers,
 )
 
 LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
@@ -88,6 +89,82 @@ def test_client_cannot_delete_the_proxys_forwarding_headers_via_connection(named
     assert _values(out, "via") == ["1.1 strangler"]
 
 
+@pytest.mark.parametrize("named", [
+    "Host", "close, host", "HOST, Via, X-Request-ID, Content-Length, Forwarded",
+    "Host, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host",
+])
+def test_a_connection_token_cannot_remove_host_or_what_the_proxy_sets(named: str) -> None:
+    # With Host dropped, the forwarding client put the upstream's own address in its place, after
+    # the request had been routed on the client's Host, and X-Forwarded-Host went missing.
+    out = _up(("Host", "beta.example.com"), ("Connection", named), ("Via", "1.0 fred"), ("X-Kept", "1"),
+              ("Content-Length", "5"), ("X-Request-ID", "client"), client_ip="10.0.0.5")
+    assert _values(out, "host") == ["beta.example.com"]
+    assert _values(out, "x-forwarded-host") == ["beta.example.com"]
+    assert _values(out, "x-forwarded-for") == ["10.0.0.5"]
+    assert _values(out, "x-forwarded-proto") == ["http"]
+    assert _values(out, "via") == ["1.0 fred, 1.1 strangler"]
+    assert _values(out, "x-kept") == ["1"]
+    # Framing and the request id are the proxy's own (pipeline.py adds them): the client's never pass.
+    assert not _names(out) & {"connection", "content-length", "x-request-id"}
+
+
+def test_a_connection_token_still_removes_the_fields_it_names_that_the_proxy_does_not_set() -> None:
+    out = _up(("Host", "shop.example.com"), ("Connection", "Host, X-Secret"), ("X-Secret", "1"))
+    assert "x-secret" not in _names(out)
+    assert _values(out, "host") == ["shop.example.com"]
+
+
+@pytest.mark.parametrize("name", [
+    "X_Forwarded_For", "x_forwarded_for", "X-Forwarded_For", "X_Forwarded-For", "X_Forwarded_Proto",
+    "X_Forwarded_Host", "X_Forwarded_Port", "X_Request_ID", "Content_Length", "Transfer_Encoding",
+    "Proxy_Authorization", "Keep_Alive", "X_Strangler_Route", "X_Strangler_Shadow",
+])
+def test_underscore_spellings_of_what_the_proxy_sets_or_drops_are_dropped(name: str) -> None:
+    # WSGI and CGI servers map X_Forwarded_For and X-Forwarded-For both to HTTP_X_FORWARDED_FOR.
+    for trusted in (False, True):
+        out = _up(("Host", "shop.example.com"), (name, "6.6.6.6"), ("X-Forwarded-For", "203.0.113.9"),
+                  client_ip="127.0.0.1", trusted=trusted)
+        assert name.lower() not in _names(out)
+        assert not any("6.6.6.6" in value for _, value in out)
+
+
+def test_other_underscore_names_pass() -> None:
+    out = _up(("Host", "shop.example.com"), ("X_Custom_Header", "1"), ("my_session", "2"))
+    assert _values(out, "x_custom_header") == ["1"]
+    assert _values(out, "my_session") == ["2"]
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_the_proxy_header_never_reaches_the_upstream(trusted: bool) -> None:
+    # httpoxy: CGI-style servers hand `Proxy` to applications as HTTP_PROXY, an outgoing proxy setting.
+    out = _up(("Host", "shop.example.com"), ("Proxy", "http://evil.test:3128"), client_ip="127.0.0.1",
+              trusted=trusted)
+    assert "proxy" not in _names(out)
+
+
+def test_other_x_forwarded_fields_of_an_untrusted_client_are_dropped_and_of_a_trusted_one_kept() -> None:
+    sent = (("Host", "shop.example.com"), ("X-Forwarded-Port", "443"), ("X-Forwarded-Prefix", "/evil"))
+    assert not _names(_up(*sent, trusted=False)) & {"x-forwarded-port", "x-forwarded-prefix"}
+    out = _up(*sent, client_ip="127.0.0.1", trusted=True)
+    assert _values(out, "x-forwarded-port") == ["443"]
+    assert _values(out, "x-forwarded-prefix") == ["/evil"]
+
+
+@pytest.mark.parametrize("value", ["www.example.com", "www.example.com:8443", "a.test, b.test", "[::1]:80"])
+def test_a_trusted_x_forwarded_host_that_is_a_host_is_kept(value: str) -> None:
+    out = _up(("Host", "shop.example.com"), ("X-Forwarded-Host", value), client_ip="127.0.0.1", trusted=True)
+    assert _values(out, "x-forwarded-host") == [value]
+
+
+@pytest.mark.parametrize("value", ["a/evil", "a b", "", "a.test,", "a@b"])
+def test_a_trusted_x_forwarded_host_that_is_not_a_host_is_refused(value: str) -> None:
+    with pytest.raises(BadRequest):
+        _up(("Host", "shop.example.com"), ("X-Forwarded-Host", value), client_ip="127.0.0.1", trusted=True)
+    # From an untrusted client it is replaced by Host anyway.
+    out = _up(("Host", "shop.example.com"), ("X-Forwarded-Host", value))
+    assert _values(out, "x-forwarded-host") == ["shop.example.com"]
+
+
 def test_untrusted_forwarding_headers_are_replaced_not_appended() -> None:
     out = _up(
         ("Host", "shop.example.com"),
@@ -152,6 +229,44 @@ def test_is_trusted_and_client_address() -> None:
     xff = _raw(("X-Forwarded-For", "203.0.113.9, 127.0.0.1"))
     assert client_address("127.0.0.1", xff, LOOPBACK) == "203.0.113.9"
     assert client_address("10.0.0.1", xff, LOOPBACK) == "10.0.0.1"      # untrusted peer: its own address
+
+
+# --- Host -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("host", [
+    "shop.example.com", "Shop.Example.COM:8443", "shop.example.com.", "shop.example.com.:8000", "localhost",
+    "127.0.0.1", "127.0.0.1:8000", "[::1]", "[::1]:8000", "[2001:db8::1]", "[::ffff:192.0.2.1]:80",
+    "xn--bcher-kva.example", "under_score.test", "a-b~c", "host:",
+])
+def test_check_host_accepts_host_and_optional_port(host: str) -> None:
+    assert is_valid_host(host.encode())
+    check_host(_raw(("Host", host)), "1.1")
+
+
+@pytest.mark.parametrize("host", [
+    "", " ", "a/evil", "a b", "a\\b", "a@evil.test", "user:pw@a", "a?b", "a#b", "a,evil.test", "a%2Fb",
+    'a"b', "a<b", ":80", "a:80:80", "a:8o", "a:123456", "[::1", "::1", "[::1]x", "[not-v6]", "[v1.x]",
+    "[::1]:8o", "a\tb", "caf\u00e9.test",
+])
+def test_check_host_refuses_what_is_not_host_and_port(host: str) -> None:
+    with pytest.raises(BadRequest):
+        check_host([(b"Host", host.encode("utf-8"))], "1.1")
+    assert not is_valid_host(host.encode("utf-8"))
+
+
+def test_check_host_ignores_whitespace_around_the_value() -> None:
+    # llhttp strips whitespace before a value, not after it.
+    check_host([(b"Host", b"shop.example.com \t")], "1.1")
+
+
+def test_check_host_wants_exactly_one_host_except_before_http_1_1() -> None:
+    with pytest.raises(BadRequest):
+        check_host(_raw(("Host", "a.test"), ("host", "a.test")), "1.1")
+    with pytest.raises(BadRequest):
+        check_host(_raw(("X-Host", "a.test")), "1.1")
+    check_host(_raw(("X-Host", "a.test")), "1.0")
+    with pytest.raises(BadRequest):
+        check_host(_raw(("Host", "a/b")), "1.0")
 
 
 # --- request framing --------------------------------------------------------------------------

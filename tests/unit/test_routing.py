@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
+import pytest
+
 from strangler.config.model import Match, Route
-from strangler.routing import RequestHead, RoutingTable, route_matches
+from strangler.errors import ProxyError
+from strangler.explain import explain_request
+from strangler.routing import RequestHead, RoutingTable, check_method, route_matches
 
 
 def _route(name: str, path: str = "/", *, methods: set[str] | None = None,
@@ -104,6 +110,87 @@ def test_host_match_strips_the_port_and_ignores_case() -> None:
     assert not route_matches(route, _head(headers={"Host": "shop.example.com.evil.test"}))
     assert not route_matches(route, _head(headers={"Host": "evil-shop.example.com"}))
     assert not route_matches(route, _head())
+
+
+@pytest.mark.parametrize("host", [
+    "shop.example.com.", "shop.example.com.:8000", "SHOP.Example.COM.", "Shop.Example.Com.:443",
+])
+def test_host_match_takes_a_fully_qualified_name_with_its_trailing_dot(host: str) -> None:
+    route = _route("shop", "/", host="shop.example.com")
+    head = _head(headers={"Host": host})
+    assert head.host == "shop.example.com"
+    assert route_matches(route, head)
+    assert not route_matches(route, _head(headers={"Host": "shop.example.com.evil.test."}))
+
+
+def test_a_route_host_written_with_a_trailing_dot_matches_with_or_without_it() -> None:
+    route = _route("shop", "/", host="shop.example.com.")
+    assert route_matches(route, _head(headers={"Host": "shop.example.com"}))
+    assert route_matches(route, _head(headers={"Host": "Shop.Example.com.:8000"}))
+    assert not route_matches(route, _head(headers={"Host": "shop.example"}))
+    assert not route_matches(route, _head())
+
+
+def test_explain_agrees_on_a_host_with_a_trailing_dot(tmp_path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text("""\
+version: 1
+upstreams:
+  legacy: {url: "http://127.0.0.1:8001"}
+  shop: {url: "http://127.0.0.1:8101"}
+routes:
+  - name: shop
+    match: {path: /, host: shop.example.com}
+    to: shop
+  - name: rest
+    match: {path: /}
+    to: legacy
+""")
+    for url, headers in (("http://shop.example.com./x", []), ("/x", ["Host: Shop.Example.com.:8000"])):
+        out = io.StringIO()
+        assert explain_request(str(config), "GET", url, headers, out=out) == 0
+        assert "route: shop (routes[0]" in out.getvalue(), out.getvalue()
+
+
+@pytest.mark.parametrize("method", ["CONNECT", "TRACE"])
+def test_connect_and_trace_are_refused_with_405_whatever_the_routes_allow(method: str, tmp_path) -> None:
+    with pytest.raises(ProxyError) as refused:
+        check_method(method)
+    assert refused.value.status == 405 and refused.value.reason.flag == "method_not_allowed"
+    config = tmp_path / "routes.yaml"
+    config.write_text("""\
+version: 1
+upstreams:
+  legacy: {url: "http://127.0.0.1:8001"}
+routes:
+  - name: rest
+    match: {path: /}
+    to: legacy
+""")
+    out = io.StringIO()
+    assert explain_request(str(config), method, "/x", ["Host: shop.test"], out=out) == 1
+    assert "405 Method Not Allowed" in out.getvalue()
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PROPFIND"])
+def test_other_methods_are_left_to_the_routes(method: str) -> None:
+    check_method(method)
+
+
+def test_explain_refuses_an_invalid_host_as_the_proxy_does(tmp_path) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text("""\
+version: 1
+upstreams:
+  legacy: {url: "http://127.0.0.1:8001"}
+routes:
+  - name: rest
+    match: {path: /}
+    to: legacy
+""")
+    out = io.StringIO()
+    assert explain_request(str(config), "GET", "/x", ["Host: a/evil"], out=out) == 1
+    assert "400 Bad Request" in out.getvalue()
 
 
 def test_host_match_with_ipv6_literal() -> None:
