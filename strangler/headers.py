@@ -230,3 +230,9 @@ def client_response_headers(raw_headers: Sequence[tuple[bytes, bytes]], status: 
             continue
         out.append((name, value))
     return out
+
+
+# The scope extension through which the app passes on an upstream's 103 Early Hints: a callable
+# (scope, raw header pairs) that the listener provides. uvicorn's HTTP/1.1 protocols have no ASGI
+# message for it.
+EARLY_HINTS_EXTENSION = "strangler.early_hints"

@@ -17,9 +17,10 @@ from .errors import (
     BulkheadFull, CircuitOpen, ClientDisconnected, NoRoute, ProxyError, Reason, UpstreamError,
 )
 from .exchange import Exchange
-from .forward import UpstreamResponse
+from .forward import InterimHandler, UpstreamResponse
 from .headers import (
-    check_host, client_address, client_response_headers, is_trusted, request_framing, upstream_request_headers,
+    EARLY_HINTS_EXTENSION, check_host, client_address, client_response_headers, is_trusted, request_framing,
+    upstream_request_headers,
 )
 from .paths import normalize_path, strip_prefix
 from .routing import RequestHead, check_method
@@ -83,7 +84,8 @@ async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     if body.small and framing.content_length:
         await body.read_small()
 
-    forwarder = _Forwarder(runtime, route_rt, head.method, target, upstream_headers, body, exchange)
+    forwarder = _Forwarder(runtime, route_rt, head.method, target, upstream_headers, body, exchange,
+                           _early_hints_relay(scope))
     response = await forwarder.run(assignment.upstream)
     secure = scope.get("scheme") == "https" or (trusted and head.header("x-forwarded-proto") == "https")
     await _stream(response, head.method, config, send, receive, exchange, secure)
@@ -92,10 +94,12 @@ async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
 class _Forwarder:
     """Sends one request to its chosen upstream, with retries, and to the fallback when that is safe."""
 
-    __slots__ = ("runtime", "route_rt", "route", "method", "target", "headers", "body", "exchange", "_holding")
+    __slots__ = ("runtime", "route_rt", "route", "method", "target", "headers", "body", "exchange", "_holding",
+                 "early_hints")
 
     def __init__(self, runtime: Runtime, route_rt: RouteRuntime, method: str, target: str,
-                 headers: list[tuple[bytes, bytes]], body: RequestBody, exchange: Exchange) -> None:
+                 headers: list[tuple[bytes, bytes]], body: RequestBody, exchange: Exchange,
+                 early_hints: InterimHandler | None = None) -> None:
         self.runtime = runtime
         self.route_rt = route_rt
         self.route = route_rt.route
@@ -104,6 +108,7 @@ class _Forwarder:
         self.headers = headers
         self.body = body
         self.exchange = exchange
+        self.early_hints = early_hints
 
     async def run(self, chosen: str) -> UpstreamResponse:
         timeout_s = self.route.timeout_s
@@ -183,7 +188,7 @@ class _Forwarder:
             pair.retries.inc()
         try:
             response = await state.client.send(self.method, self.target, self.headers, self.body.for_attempt(),
-                                               route=self.route.name)
+                                               route=self.route.name, on_interim=self.early_hints)
         except UpstreamError as error:
             permit.record_failure()
             pair.attempt(_attempt_outcome(error.reason))
@@ -288,6 +293,18 @@ async def _stream(response: UpstreamResponse, method: str, config: Config, send:
             watcher.cancel()
         exchange.body_complete = complete
         response.finish(complete=complete)
+
+
+def _early_hints_relay(scope: dict[str, Any]) -> InterimHandler | None:
+    """Passes an upstream's 103 Early Hints on to the client, when the listener can send them."""
+    send_hints = scope.get("extensions", {}).get(EARLY_HINTS_EXTENSION)
+    if send_hints is None:
+        return None
+
+    def relay(status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        send_hints(scope, client_response_headers(raw_headers, status))
+
+    return relay
 
 
 async def _wait_for_disconnect(receive: Any) -> None:

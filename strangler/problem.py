@@ -6,9 +6,11 @@ import json
 import math
 from email.utils import formatdate
 
-from .errors import ProxyError
+from .errors import ProxyError, Reason
 
 PROBLEM_TYPE_BASE = "https://strangler.dev/problems/"
+# Every method but CONNECT and TRACE, which the proxy never forwards (routes may narrow these).
+ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
 def problem_body(error: ProxyError) -> bytes:
@@ -30,6 +32,8 @@ def problem_headers(error: ProxyError, body: bytes, *, expose: bool) -> list[tup
         (b"date", formatdate(usegmt=True).encode()),
         (b"cache-control", b"no-store"),
     ]
+    if error.reason is Reason.METHOD_NOT_ALLOWED:
+        headers.append((b"allow", ALLOWED_METHODS))        # RFC 9110 15.5.6: a 405 says what is
     if error.retry_after_s is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(error.retry_after_s))).encode()))
     if expose:

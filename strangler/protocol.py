@@ -118,6 +118,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_header_deadline()
 
     def on_url(self, url: bytes) -> None:
+        if self._url_bytes == 0 and self.parser.get_method() == b"CONNECT":
+            # A tunnel is never opened, whatever the target's form (405 like CONNECT /path gets).
+            raise _Refused(ProxyError("CONNECT is not forwarded", reason=Reason.METHOD_NOT_ALLOWED))
         if self._url_bytes == 0 and not url.startswith(b"/"):
             # Absolute-form or authority-form: a proxy for one site must never let the
             # request line pick the upstream host.

@@ -119,11 +119,12 @@ def test_connect_with_a_path_target_gets_405_reaches_no_upstream_and_ends_the_co
 
 
 def test_connect_with_an_authority_target_is_refused_and_reaches_no_upstream(site: Site, test_id: str):
-    # Refused by the listener while parsing the request line (authority-form target), before the app.
+    # Refused by the listener while parsing the request line, before the app, like CONNECT /path.
     data = _request("CONNECT", f"{test_id}.example.com:443", f"Host: {test_id}.example.com:443")
     conversation = converse(site.port, data)
-    assert len(conversation.statuses) == 1 and conversation.statuses[0] in (400, 405), conversation.statuses
+    assert conversation.statuses == [405], conversation.statuses
     assert conversation.responses[0].header("content-type") == "application/problem+json"
+    assert "CONNECT" not in conversation.responses[0].header("allow")
     assert conversation.closed
     assert site.reached(test_id) == []
 
