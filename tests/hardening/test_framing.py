@@ -122,7 +122,8 @@ SMUGGLING = {
     # Targets that could pick another host, and ambiguous Host fields.
     "absolute-form": b"GET http://evil.test{t} HTTP/1.1\r\nHost: shop.test\r\n\r\n",
     "absolute-form-https": b"GET https://evil.test{t} HTTP/1.1\r\nHost: shop.test\r\n\r\n",
-    "authority-form": b"CONNECT evil.test:443 HTTP/1.1\r\nHost: shop.test\r\nX-T: {t}\r\n\r\n",
+    # Authority-form with any method but CONNECT (which is 405, tests/hardening/test_request_hygiene.py).
+    "authority-form": b"OPTIONS evil.test:443 HTTP/1.1\r\nHost: shop.test\r\nX-T: {t}\r\n\r\n",
     "asterisk-form": b"OPTIONS * HTTP/1.1\r\nHost: shop.test\r\nX-T: {t}\r\n\r\n",
     "two-hosts": b"GET {t} HTTP/1.1\r\nHost: shop.test\r\nHost: admin.internal\r\n\r\n",
     "no-host-http11": b"GET {t} HTTP/1.1\r\nX-A: b\r\n\r\n",
