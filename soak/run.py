@@ -377,17 +377,24 @@ class Load:
         connection.close()
         self.report.add(outcome)
 
+    async def _open_hostile(self, outcome: Outcome) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        """A connection of its own for a hostile client; None (and the outcome recorded) when refused."""
+        try:
+            return await asyncio.open_connection("127.0.0.1", self.proxy.port)
+        except OSError:
+            outcome.klass = "no-answer"
+            self.report.add(outcome)
+            return None
+
     async def endless_section(self) -> None:
         """A header or trailer that never ends, pushed until the proxy refuses it (431) or hangs up."""
         soak_id = self.next_id()
         outcome = Outcome(soak_id, "HOSTILE", "endless-section", "?")
         start = self.random.choice(ENDLESS).replace(b"{id}", soak_id.encode())
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.proxy.port)
-        except OSError:
-            outcome.klass = "no-answer"
-            self.report.add(outcome)
+        opened = await self._open_hostile(outcome)
+        if opened is None:
             return
+        reader, writer = opened
         pusher: asyncio.Task[None] | None = None
         try:
             writer.write(start)
@@ -411,12 +418,10 @@ class Load:
         """Headers trickled slower than header_timeout: a 408, and the connection closed."""
         soak_id = self.next_id()
         outcome = Outcome(soak_id, "HOSTILE", "slowloris", "?")
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.proxy.port)
-        except OSError:
-            outcome.klass = "no-answer"
-            self.report.add(outcome)
+        opened = await self._open_hostile(outcome)
+        if opened is None:
             return
+        reader, writer = opened
         try:
             writer.write(f"GET /shop/{soak_id} HTTP/1.1\r\nHost: soak\r\nX-Soak-Id: {soak_id}\r\n".encode())
             try:
