@@ -1,4 +1,4 @@
-"""The admin listener: metrics, health, the live routing table, reload. Never on the public port."""
+"""The admin listener: metrics, health, the live routing table, reload, the dashboard. Never on the public port."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .config.loader import ConfigError
+from .dashboard import Dashboard, asset
+from .dashboard.assets import HEADERS as PAGE_HEADERS
 from .reload import ConfigHolder
 from .runtime import Runtime
 
@@ -75,8 +77,21 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
 
 
 def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None = None,
-                     workers: bool = False) -> Starlette:
-    """With `workers`, live state comes from the workers' metrics and `on_reload` passes reloads on to them."""
+                     workers: bool = False, dashboard: Dashboard | None = None) -> Starlette:
+    """With `workers`, live state comes from the workers' metrics and `on_reload` passes reloads on to them.
+
+    `dashboard` is the page's server side, whose history the caller runs; without one the page
+    still shows the live state, with no figures.
+    """
+    dashboard = dashboard or Dashboard(holder)
+
+    def current_routes() -> dict[str, Any] | None:
+        runtime = holder.runtime
+        if runtime is None:
+            return None
+        worker_breakers = holder.metrics.breaker_states_across_workers() if workers else None
+        return routes_document(runtime, worker_breakers)
+
     async def metrics(request: Request) -> Response:
         runtime = holder.runtime
         if runtime is not None:
@@ -98,11 +113,28 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
                              "upstreams": upstream_health(runtime)})
 
     async def routes(request: Request) -> Response:
-        runtime = holder.runtime
-        if runtime is None:
+        document = current_routes()
+        if document is None:
             return JSONResponse({"error": "no config loaded"}, status_code=503)
-        worker_breakers = holder.metrics.breaker_states_across_workers() if workers else None
-        return JSONResponse(routes_document(runtime, worker_breakers))
+        return JSONResponse(document)
+
+    async def page(request: Request) -> Response:
+        body, media_type = asset("index.html")  # type: ignore[misc]
+        return Response(body, media_type=media_type, headers=PAGE_HEADERS)
+
+    async def page_file(request: Request) -> Response:
+        found = asset(request.path_params["name"])
+        if found is None:
+            return JSONResponse({"error": "no such file"}, status_code=404)
+        return Response(found[0], media_type=found[1], headers=PAGE_HEADERS)
+
+    async def dashboard_json(request: Request) -> Response:
+        document = current_routes()
+        if document is None:
+            return JSONResponse({"error": "no config loaded"}, status_code=503)
+        since = request.query_params.get("since", "0")
+        return JSONResponse(dashboard.document(document, int(since) if since.isdigit() else 0),
+                            headers={"Cache-Control": "no-store"})
 
     async def reload(request: Request) -> Response:
         try:
@@ -122,4 +154,7 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
         Route("/health/ready", ready),
         Route("/routes", routes),
         Route("/reload", reload, methods=["POST"]),
+        Route("/", page),
+        Route("/dashboard/{name}", page_file),
+        Route("/dashboard.json", dashboard_json),
     ])

@@ -58,6 +58,9 @@ class Metrics:
                                       ["upstream"], registry=r, **live_max)
         self.proxy_errors = Counter("strangler_proxy_errors_total", "Answers made by the proxy itself, by reason.",
                                     ["route", "upstream", "reason"], registry=r)
+        # Which side of each route is the monolith, for queries that set new against legacy.
+        self.route_legacy = Gauge("strangler_route_legacy_info", "1 for the upstream that is a route's legacy side.",
+                                  ["route", "upstream"], registry=r, **live_max)
         self._requests_cache: dict[tuple[str, str, str, int], Counter] = {}
         self._pair_cache: dict[tuple[str, str], PairMetrics] = {}
         self._inflight_cache: dict[str, Gauge] = {}
@@ -89,7 +92,6 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry, path=directory)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
 
     def breaker_states_across_workers(self) -> dict[tuple[str, str], int]:
         """With several workers, each keeps its own breakers: the worst state per (route, upstream)."""
@@ -126,3 +128,19 @@ class PairMetrics:
         if child is None:
             child = self.attempt_outcomes[outcome] = self._metrics.attempts.labels(self._route, self._upstream, outcome)
         child.inc()
+
+
+Sample = tuple[str, dict[str, str], float]
+
+
+def read_samples(metrics: Metrics, names: frozenset[str]) -> list[Sample]:
+    """(sample name, labels, value) of the families called `names`: this process's, or every worker's."""
+    directory = multiprocess_dir()
+    if directory:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        families = registry.collect()
+    else:
+        families = metrics.registry.collect()
+    return [(sample.name, sample.labels, sample.value)
+            for family in families if family.name in names for sample in family.samples]

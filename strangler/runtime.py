@@ -130,10 +130,18 @@ def _publish_config_gauges(config: Config, metrics: Metrics, previous: Runtime |
             for name, _ in route.split:
                 if (route.name, name) not in current:
                     _retire_child(metrics.split_percent, route.name, name)
+        legacy_now = {(route.name, config.legacy_side(route)) for route in config.routes}
+        for route in previous.config.routes:
+            side = previous.config.legacy_side(route)
+            if side is not None and (route.name, side) not in legacy_now:
+                _retire_child(metrics.route_legacy, route.name, side)
     metrics.config_info.labels(config.sha256).set(1)
     for route in config.routes:
         for name, percent in route.split:
             metrics.split_percent.labels(route.name, name).set(percent)
+        legacy_side = config.legacy_side(route)
+        if legacy_side is not None:
+            metrics.route_legacy.labels(route.name, legacy_side).set(1)
 
 
 def _retire_child(metric, *labels: str) -> None:

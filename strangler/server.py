@@ -16,6 +16,7 @@ import uvicorn
 
 from .admin import create_admin_app
 from .app import ProxyApp
+from .dashboard import Dashboard
 from .protocol import LimitedHttpToolsProtocol
 from .reload import ConfigHolder
 
@@ -60,10 +61,12 @@ async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
     app = ProxyApp(holder, watch=options.watch)
     proxy = uvicorn.Server(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
                                                 options.graceful_timeout_s))
-    admin = _AdminServer(uvicorn.Config(create_admin_app(holder), host=options.admin_host, port=options.admin_port,
-                                        log_level=options.log_level, lifespan="off", access_log=False,
-                                        server_header=False))
+    dashboard = Dashboard(holder)
+    admin = _AdminServer(uvicorn.Config(create_admin_app(holder, dashboard=dashboard), host=options.admin_host,
+                                        port=options.admin_port, log_level=options.log_level, lifespan="off",
+                                        access_log=False, server_header=False))
     admin_task = asyncio.create_task(admin.serve())
+    history_task = asyncio.create_task(dashboard.run())
     runtime = holder.runtime
     log.info("strangler.started listen=http://%s:%d admin=http://%s:%d config=%s version=%s",
              options.host, options.port, options.admin_host, options.admin_port, options.config_path,
@@ -71,8 +74,9 @@ async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
     try:
         await proxy.serve()
     finally:
+        history_task.cancel()
         admin.should_exit = True
-        await asyncio.gather(admin_task, return_exceptions=True)
+        await asyncio.gather(admin_task, history_task, return_exceptions=True)
         log.info("strangler.stopped")
 
 

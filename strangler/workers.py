@@ -21,6 +21,7 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from .admin import create_admin_app
 from .config.loader import ConfigError
+from .dashboard import Dashboard
 from .health import check_upstreams_forever
 from .logs import configure_logging
 from .metrics import Metrics
@@ -94,7 +95,8 @@ class _AdminThread:
     """The admin listener and upstream health checks, on their own event loop in the parent."""
 
     def __init__(self, options: ServeOptions, holder: ConfigHolder, on_reload) -> None:
-        app = create_admin_app(holder, on_reload=on_reload, workers=True)
+        self.dashboard = Dashboard(holder)
+        app = create_admin_app(holder, on_reload=on_reload, workers=True, dashboard=self.dashboard)
         self.holder = holder
         self.server = uvicorn.Server(uvicorn.Config(app, host=options.admin_host, port=options.admin_port,
                                                     log_level=options.log_level, lifespan="off",
@@ -105,11 +107,13 @@ class _AdminThread:
         async def main() -> None:
             health = asyncio.create_task(check_upstreams_forever(self.holder))
             watch = asyncio.create_task(self.holder.watch())
+            history = asyncio.create_task(self.dashboard.run())
             try:
                 await self.server.serve()
             finally:
                 health.cancel()
                 watch.cancel()
+                history.cancel()
         asyncio.run(main())
 
     def start(self) -> None:

@@ -42,7 +42,8 @@ STRANGLER_LAYERS = [
                  "strangler.lease"}),
     ("pipeline", {"strangler.pipeline", "strangler.forwarder"}),
     ("control plane", {"strangler.control"}),
-    ("apps and command line", {"strangler.app", "strangler.protocol", "strangler.admin", "strangler.server",
+    ("apps and command line", {"strangler.app", "strangler.protocol", "strangler.admin", "strangler.dashboard",
+                               "strangler.server",
                                "strangler.workers", "strangler.explain", "strangler.cli", "strangler.__main__",
                                "strangler"}),
 ]

@@ -112,6 +112,17 @@ class Config:
     sha256: str = ""                # of the file's bytes: the config version users see
     warnings: tuple[str, ...] = ()  # FILE:LINE:COL: path: message, e.g. shadowed routes
 
+    def legacy_side(self, route: Route) -> str | None:
+        """The upstream that is `route`'s monolith: the one with role: legacy, else the one named legacy, else the
+        route's fallback (None when there is none)."""
+        for upstream in self.upstreams:
+            # `role` comes with ramps and roll back all; until an upstream has one, the name tells.
+            if getattr(upstream, "role", None) == "legacy":
+                return upstream.name
+        if any(upstream.name == "legacy" for upstream in self.upstreams):
+            return "legacy"
+        return route.fallback
+
     def upstream(self, name: str) -> Upstream:
         for upstream in self.upstreams:
             if upstream.name == name:
