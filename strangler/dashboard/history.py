@@ -168,9 +168,9 @@ class History:
             # A counter that went down started again (a worker replaced): count from zero.
             change = after[slot] - (before[slot] if slot < len(before) else 0.0)
             change = after[slot] if change < 0 else change
-            if not change:
-                continue
             kind = key[0]
+            if not change and kind != "le":       # an empty bucket still bounds the next one
+                continue
             if kind == "fallbacks":
                 route.fallbacks += change
             elif kind == "shadow":
