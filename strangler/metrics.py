@@ -52,6 +52,9 @@ class Metrics:
         self.split_percent = Gauge("strangler_split_percent", "The configured share of a route per upstream.",
                                    ["route", "upstream"], registry=r, **live_max)
         self.reloads = Counter("strangler_config_reloads_total", "Config loads by result.", ["result"], registry=r)
+        for result in ("success", "failure"):
+            # Both series exist from the start, so that increase() sees the first failure.
+            self.reloads.labels(result)
         self.config_info = Gauge("strangler_config_info", "The loaded config's version (sha256).", ["version"],
                                  registry=r, **live_max)
         self.upstream_healthy = Gauge("strangler_upstream_healthy", "1 when the last active health check passed.",
