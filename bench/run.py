@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import http.client
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,6 +236,88 @@ def measure_worker_scaling(processes: Processes, workdir: Path, origin: Started,
     return scaling
 
 
+class DashboardPoller:
+    """The dashboard left open in a browser: the page, its files and full history once, then GET
+    /dashboard.json?since=N every 2 seconds, as dashboard.js polls."""
+
+    def __init__(self, admin_port: int, interval_s: float = 2.0) -> None:
+        self.admin_port = admin_port
+        self.interval_s = interval_s
+        self.polls = 0
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dashboard-poller", daemon=True)
+
+    def _get(self, connection: http.client.HTTPConnection, path: str) -> bytes:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET {path}: {response.status}")
+        return body
+
+    def _run(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        seq = 0
+        try:
+            for path in ("/", "/dashboard/dashboard.js", "/dashboard/dashboard.css"):
+                self._get(connection, path)
+            while True:
+                document = json.loads(self._get(connection, f"/dashboard.json?since={seq}"))
+                seq = document["history"]["seq"]
+                self.polls += 1
+                if self._stop.wait(self.interval_s):
+                    return
+        except Exception as exc:     # reported with the figures, never hidden
+            self.failures.append(str(exc))
+        finally:
+            connection.close()
+
+    def __enter__(self) -> "DashboardPoller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+@dataclass
+class DashboardCost:
+    closed: Contender
+    open: Contender
+    polls: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def cpu_ratio(self) -> float | None:
+        closed, opened = _median_cost(self.closed), _median_cost(self.open)
+        return opened / closed if closed and opened else None
+
+
+def _median_cost(contender: Contender) -> float | None:
+    costs = [result.proxy_cpu_us_per_request for result in contender.results.get(SCENARIOS[0].key, [])
+             if result.proxy_cpu_us_per_request]
+    return statistics.median(costs) if costs else None
+
+
+def measure_dashboard_cost(strangler: Contender, admin_port: int, scripts: dict[str, Path], wrk: str,
+                           args: argparse.Namespace, origin_pid: int) -> DashboardCost:
+    """S1 with the dashboard open against S1 with it closed, round by round on the same proxy.
+
+    The history is kept in both (it always runs); what the open page adds is its polls.
+    """
+    s1 = SCENARIOS[0]
+    cost = DashboardCost(Contender("dashboard closed", "", port=strangler.port, process=strangler.process),
+                         Contender("dashboard open", "", port=strangler.port, process=strangler.process))
+    for _ in range(args.rounds):
+        measure(cost.closed, s1, scripts, wrk, args, origin_pid)
+        with DashboardPoller(admin_port) as poller:
+            measure(cost.open, s1, scripts, wrk, args, origin_pid)
+        cost.polls += poller.polls
+        cost.failures += poller.failures
+    return cost
+
+
 LOG_PROBLEM = re.compile(r"\b(ERROR|CRITICAL|WARNING|Traceback|\[(emerg|alert|crit|error)\])\b")
 
 
@@ -263,7 +347,8 @@ TARGETS = "S1 and S3 >= 1.0x asgiproxy req/s (aim 1.5x); S2 p99 <= 2x nginx; S4 
 
 
 def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traffic: dict | None,
-           args: argparse.Namespace, tools: dict[str, str], started_at: datetime.datetime) -> str:
+           args: argparse.Namespace, tools: dict[str, str], started_at: datetime.datetime,
+           dashboard: DashboardCost | None = None) -> str:
     lines = [
         f"# strangler benchmark, {started_at.strftime('%Y-%m-%d %H:%M')}",
         "",
@@ -317,7 +402,7 @@ def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traf
 
     lines += ["## strangler against the targets", "", f"Targets: {TARGETS}; `--workers 2` S1 per proxy CPU "
               ">= 0.8x one worker.", ""]
-    lines += [markdown_table(["target", "measured", "verdict"], _verdicts(contenders, scaling)), ""]
+    lines += [markdown_table(["target", "measured", "verdict"], _verdicts(contenders, scaling, dashboard)), ""]
 
     if scaling is not None:
         lines += ["## strangler `--workers 2`, S1", ""]
@@ -337,6 +422,22 @@ def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traf
                           f"CPU {scaling.cpus_two}, so this shows the cost of running two workers (multiprocess "
                           "metrics, accept contention) rather than how they scale. Scaling needs 3 or more CPUs.",
                           ""]
+
+    if dashboard is not None:
+        lines += ["## strangler S1 with the dashboard open", "",
+                  "The same proxy, S1 with no dashboard open and then with one polling GET /dashboard.json every 2 s "
+                  f"as the page does ({dashboard.polls} polls), round after round. The admin listener serves "
+                  "from the proxy's own process and event loop, and keeps its 5-second history in both.", ""]
+        rows = []
+        for side in (dashboard.closed, dashboard.open):
+            result = side.result(SCENARIOS[0])
+            rows.append([side.name, "-" if result is None else fmt(result.requests_per_s),
+                         "-" if result is None else fmt(result.p99_ms, 2),
+                         fmt(_median_cost(side), 1),
+                         "-" if result is None else _cpu_share(result, proxy=False)])
+        lines += [markdown_table(["S1", "req/s", "p99 ms", "CPU µs/req (median)", "other load"], rows), ""]
+        if dashboard.failures:
+            lines += [f"The poller failed: {'; '.join(dashboard.failures[:3])}", ""]
 
     problems = [(c.name, c.log_problems) for c in contenders.values() if c.log_problems]
     lines += ["## Problems in the contenders' logs", ""]
@@ -401,7 +502,8 @@ def _p99(contender: Contender | None, scenario: Scenario) -> float | None:
     return result.p99_ms if result else None
 
 
-def _verdicts(contenders: dict[str, Contender], scaling: WorkerScaling | None) -> list[list[str]]:
+def _verdicts(contenders: dict[str, Contender], scaling: WorkerScaling | None,
+              dashboard: DashboardCost | None = None) -> list[list[str]]:
     strangler = contenders.get("strangler")
     s1, s2, s3, s4 = SCENARIOS
 
@@ -434,6 +536,10 @@ def _verdicts(contenders: dict[str, Contender], scaling: WorkerScaling | None) -
         else:
             rows.append(["--workers 2 S1 per proxy CPU >= 0.8x", ratio(value, 1),
                          scaling.failure and f"failed: {scaling.failure}" or verdict(value, (value or 0) >= 0.8)])
+    if dashboard is not None:
+        value = dashboard.cpu_ratio()
+        rows.append(["dashboard open: S1 CPU/req <= 1.03x closed", ratio(value, 1),
+                     verdict(value, value is not None and value <= 1.03 and not dashboard.failures)])
     return rows
 
 
@@ -464,6 +570,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
                         help="comma-separated subset of " + ",".join(s.key for s in SCENARIOS))
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 2 measurement")
+    parser.add_argument("--no-dashboard", action="store_true",
+                        help="skip S1 with the dashboard open (a client polling GET /dashboard.json)")
     parser.add_argument("--results-dir", type=Path, default=harness.RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.quick:
@@ -498,6 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     ) if name in wanted}
     scaling = None
     traffic = None
+    dashboard = None
     strangler_admin = None
     try:
         harness.write_origin_files(workdir / "root")
@@ -550,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
                 traffic = strangler_traffic(strangler_admin)
             except OSError as exc:
                 log(f"strangler metrics: {exc}")
+            if not args.no_dashboard and "S1" in args.scenarios.split(","):
+                dashboard = measure_dashboard_cost(strangler, strangler_admin, scripts, tools["wrk"], args, origin.pid)
             if not args.no_workers:
                 scaling = measure_worker_scaling(processes, workdir, origin, origin_port, strangler, expected, scripts,
                                                  tools["wrk"], args)
@@ -563,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
                 contender.log_problems = log_problems(contender.process.log_path)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    report = render(contenders, scaling, traffic, args, tools, started_at)
+    report = render(contenders, scaling, traffic, args, tools, started_at, dashboard)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / f"{started_at.strftime('%Y-%m-%d-%H%M')}.md").write_text(report)
     (args.results_dir / "latest.md").write_text(report)

@@ -54,13 +54,17 @@ class Frame:
 class Side:
     """What one side of a route (legacy, or the new upstreams together) answered over a window."""
 
-    requests: float = 0.0
-    errors: float = 0.0
+    requests: float = 0.0          # answered by this side
+    errors: float = 0.0            # of which 5xx
+    fell_back: float = 0.0         # meant for this side, answered by the fallback (breaker open, failure)
     buckets: dict[float, float] = field(default_factory=dict)     # le -> cumulative count
 
     def figures(self, seconds: float) -> dict[str, float | None]:
+        # As a ramp's gates count: what the fallback took from a side is that side's error, which
+        # the client never saw (a breaker that opens is not a quiet side).
+        meant = self.requests + self.fell_back
         return {"requests_per_s": rounded(self.requests / seconds),
-                "error_rate": rounded(self.errors / self.requests) if self.requests else None,
+                "error_rate": rounded((self.errors + self.fell_back) / meant) if meant else None,
                 "p95_ms": rounded(_ms(quantile(0.95, self.buckets)))}
 
 
@@ -144,7 +148,7 @@ class History:
             elif name == "strangler_request_duration_seconds_bucket":
                 keys = [("le", route, labels.get("upstream", ""), float(labels["le"]))]
             elif name == "strangler_fallbacks_total":
-                keys = [("fallbacks", route)]
+                keys = [("fallbacks", route, labels.get("from_upstream", ""))]
             elif name == "strangler_shadow_requests_total":
                 keys = [("shadow", route, labels.get("shadow", ""), labels.get("result", ""))]
             else:
@@ -173,6 +177,7 @@ class History:
                 continue
             if kind == "fallbacks":
                 route.fallbacks += change
+                (route.legacy if key[2] == sides[key[1]] else route.new).fell_back += change
             elif kind == "shadow":
                 results = route.shadow.setdefault(key[2], {})
                 results[key[3]] = results.get(key[3], 0.0) + change

@@ -33,7 +33,8 @@ def alerts() -> list[dict]:
 def test_promtool_checks_the_rules() -> None:
     done = promtool("check", "rules", RULES)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"SUCCESS: {len(alerts())} rules found" in done.stdout
+    rules = sum(len(group["rules"]) for group in yaml.safe_load(RULES.read_text())["groups"])
+    assert f"SUCCESS: {rules} rules found" in done.stdout
 
 
 @pytest.mark.parametrize("test_file", TESTS, ids=[path.name for path in TESTS])

@@ -152,6 +152,20 @@ def test_shadow_match_rate_and_fallbacks_come_from_their_counters() -> None:
     assert found.latest.routes["everything"]["shadow"] is None
 
 
+def test_what_the_fallback_took_from_a_side_counts_as_that_sides_errors() -> None:
+    """Clients saw legacy's 200s; the new side failed them all the same (as a ramp's gates count)."""
+    counters, clock = Counters(), Clock()
+    found = history(counters, clock)
+    found.tick()
+    counters.serve("orders", "orders", 27)
+    counters.serve("orders", "legacy", 3 + 70)          # 3 the fallback took from orders, 70 meant for legacy
+    counters.fallbacks["orders"] = 3
+    advance(found, clock)
+    orders = found.latest.routes["orders"]
+    assert orders["new"]["error_rate"] == 0.1 and orders["legacy"]["error_rate"] == 0.0
+    assert orders["new"]["requests_per_s"] == 5.4 and orders["legacy"]["requests_per_s"] == 14.6
+
+
 def test_a_tick_without_a_config_records_nothing() -> None:
     counters, clock = Counters(), Clock()
     found = History(counters.samples, lambda: None, clock=clock)

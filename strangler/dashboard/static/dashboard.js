@@ -65,7 +65,9 @@ function sparkPath(values, span, max) {
     const v = values[i];
     if (v === null || v === undefined) { pen = false; continue; }
     const x = (offset + i) * step, y = 23 - (max > 0 ? (v / max) * 22 : 0);
+    const next = values[i + 1];
     d += (pen ? "L" : "M") + x.toFixed(1) + " " + y.toFixed(1);
+    if (!pen && (next === null || next === undefined)) d += "h0.1";   // a lone point: a dot
     pen = true;
   }
   return d;
@@ -79,6 +81,7 @@ function drawSpark(svg, series, span, floor = 0) {
   while (svg.childNodes.length < series.length) {
     svg.appendChild(document.createElementNS("http://www.w3.org/2000/svg", "path"));
   }
+  while (svg.childNodes.length > series.length) svg.lastChild.remove();
   series.forEach((s, i) => {
     const path = svg.childNodes[i];
     path.setAttribute("class", s.kind);
@@ -122,15 +125,19 @@ function drawHistory() {
   const minutes = (span * h.interval_s) / 60;
   setText($("spark-span"), minutes >= 2 ? `${Math.round(minutes)} minutes` : `${Math.round(minutes * 60)} seconds`);
   drawSpark($("new-share-spark"), [{kind: "new", values: h.new_share}], span, 1);
+  const routes = new Map((state.data ? state.data.routes : []).map((route) => [route.name, route]));
   for (const [name, row] of state.rows) {
-    const series = h.routes[name];
-    if (!series) continue;
-    drawSpark(row.cells.rpsSpark, [{kind: "legacy", values: series.legacy_rps}, {kind: "new", values: series.new_rps}],
-              span, 1);
-    drawSpark(row.cells.errSpark, [{kind: "legacy", values: series.legacy_error_rate},
-                                   {kind: "new", values: series.new_error_rate}], span, 0.01);
-    drawSpark(row.cells.p95Spark, [{kind: "legacy", values: series.legacy_p95_ms},
-                                   {kind: "new", values: series.new_p95_ms}], span, 1);
+    const series = h.routes[name], route = routes.get(name);
+    if (!series || !route) continue;
+    // Only the sides the route has: a route all on legacy draws no "new" line at zero.
+    const upstreams = Object.keys(route.breakers);
+    const sides = [];
+    if (upstreams.includes(route.legacy)) sides.push("legacy");
+    if (upstreams.some((upstream) => upstream !== route.legacy)) sides.push("new");
+    const lines = (metric) => sides.map((side) => ({kind: side, values: series[`${side}_${metric}`]}));
+    drawSpark(row.cells.rpsSpark, lines("rps"), span, 1);
+    drawSpark(row.cells.errSpark, lines("error_rate"), span, 0.01);
+    drawSpark(row.cells.p95Spark, lines("p95_ms"), span, 1);
   }
 }
 

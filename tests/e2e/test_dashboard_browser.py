@@ -1,0 +1,313 @@
+"""The dashboard as a person sees it: headless Chromium on GET / of a real `strangler run` with real upstreams.
+
+One proxy with the demo's shape of routes serves the whole module, and one page
+stays open on its admin listener while the tests, in order, send traffic, break
+an upstream, roll everything back and lift it, and try a cross-site POST. Every
+wait polls with a deadline. `make screenshot` (STRANGLER_SCREENSHOT=1) saves the
+page to docs/dashboard.png, the picture the README shows; otherwise it goes to
+the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from strangler.config.model import Upstream
+from tests.support.browser import chromium
+from tests.support.metrics import routes as get_routes
+from tests.support.servers import REPO, Named, ProxyProcess, ThreadedServer, wait_until
+
+SCREENSHOT = REPO / "docs" / "dashboard.png"
+ROLE = ", role: legacy" if "role" in Upstream.__dataclass_fields__ else ""   # with ramps and roll back all
+
+
+class Breakable:
+    """Answers with its name, or 503 while `failing`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failing = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        status, body = (503, b"down") if self.failing else (200, self.name.encode())
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class CrossSitePage:
+    """Another site's page (another origin): its script POSTs to the admin listener as a browser lets any page."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        # A "simple" request (text/plain, no custom header) needs no CORS preflight: only the server can refuse it.
+        page = f"""<!doctype html><title>elsewhere</title><script>
+          const sent = (path, body) => fetch("{self.admin_url}" + path, {{method: "POST", mode: "no-cors",
+            headers: {{"Content-Type": "text/plain"}}, body}});
+          Promise.allSettled([sent("/rollback-all", '{{"reason": "cross-site"}}'), sent("/reload", "")])
+            .then(() => {{ document.title = "sent"; }});
+        </script>"""
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
+        await send({"type": "http.response.body", "body": page.encode()})
+
+
+@dataclass
+class Site:
+    proxy: ProxyProcess
+    inventory: Breakable
+    page: Any
+    console: list[str]
+    elsewhere: list[str]          # requests the page made to anything but its own listener
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    inventory = Breakable("inventory")
+    upstreams = [ThreadedServer(app).start() for app in (Named("legacy"), Named("orders"), inventory, Named("payments"))]
+    legacy, orders, inventory_server, payments = (server.url for server in upstreams)
+    config = tmp / "routes.yaml"
+    # The demo's routes (config/routes.yaml): inventory moved, order reads split, the rest on legacy.
+    config.write_text(f"""
+version: 1
+upstreams:
+  legacy: {{url: "{legacy}"{ROLE}}}
+  orders: {{url: "{orders}"}}
+  inventory: {{url: "{inventory_server}"}}
+  payments: {{url: "{payments}"}}
+defaults:
+  retry: {{attempts: 1}}
+  circuit_breaker: {{failure_threshold: 3, recovery_timeout: 5m}}
+routes:
+  - name: inventory
+    match: {{path: /api/inventory}}
+    to: inventory
+    fallback: legacy
+  - name: orders-read
+    match: {{path: /api/orders, methods: [GET, HEAD]}}
+    split: {{orders: 25, legacy: 75}}
+    fallback: legacy
+  - name: orders-write
+    match: {{path: /api/orders, methods: [POST, PUT, PATCH, DELETE]}}
+    to: legacy
+  - name: payments
+    match: {{path: /api/payments}}
+    split: {{payments: 10, legacy: 90}}
+    fallback: legacy
+  - name: everything-else
+    match: {{path: /}}
+    to: legacy
+""")
+    proxy = ProxyProcess(config)
+    try:
+        proxy.start()
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            console: list[str] = []
+            elsewhere: list[str] = []
+            page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)
+            page.on("pageerror", lambda error: console.append(f"uncaught: {error}"))
+            page.on("request", lambda request: None if request.url.startswith(proxy.admin_url + "/")
+                    else elsewhere.append(request.url))
+            page.goto(proxy.admin_url + "/")
+            yield Site(proxy, inventory, page, console, elsewhere, tmp)
+    finally:
+        if proxy.process is not None:
+            proxy.terminate()
+        for server in upstreams:
+            server.stop()
+
+
+def shown_routes(page: Any) -> list[dict]:
+    """What the page shows per route: its name, split and breakers, read from the DOM."""
+    return page.evaluate("""() => [...document.querySelectorAll("#routes tbody tr")].map((row) => ({
+        name: row.dataset.route,
+        split: JSON.parse(row.querySelector(".splittext").dataset.split || "{}"),
+        breakers: Object.fromEntries([...row.querySelectorAll(".chip")].map((c) => [c.dataset.upstream, c.dataset.state])),
+        rps: row.querySelector(".rps .value").textContent,
+        spark: [...row.querySelectorAll(".rps .spark path")].map((path) => path.getAttribute("d")).join(""),
+    }))""")
+
+
+def from_admin(admin_url: str) -> list[dict]:
+    return [{"name": route["name"], "split": route["split"],
+             "breakers": {name: breaker["state"] for name, breaker in route["breakers"].items()}}
+            for route in get_routes(admin_url)["routes"]]
+
+
+def served_in_window(page: Any) -> int:
+    return int(page.locator("#requests-seen").inner_text().split()[0])
+
+
+def upstreams_of(url: str, count: int) -> Counter[str]:
+    """Who answered `count` GETs, each as a new visitor (a new cohort)."""
+    found: Counter[str] = Counter()
+    with httpx.Client() as client:
+        for _ in range(count):
+            client.cookies.clear()          # no strangler_cohort cookie: a new visitor
+            found[client.get(url).headers.get("x-strangler-upstream", "?")] += 1
+    return found
+
+
+def rollback_all_exists(admin_url: str) -> bool:
+    return httpx.get(admin_url + "/ramps", timeout=5).status_code != 404
+
+
+def test_the_page_loads_from_the_listener_alone_with_no_console_errors(site: Site) -> None:
+    site.page.wait_for_selector("#routes tbody tr", timeout=10_000)
+    wait_until(lambda: "live" in site.page.locator("#status").inner_text(), timeout_s=10, what="a poll to succeed")
+    assert site.console == []
+    assert site.elsewhere == []
+
+
+def test_the_routes_and_splits_shown_equal_get_routes(site: Site) -> None:
+    expected = from_admin(site.proxy.admin_url)
+    wait_until(lambda: [{key: route[key] for key in ("name", "split", "breakers")} for route in shown_routes(site.page)]
+               == expected, timeout_s=10, what="the page to show GET /routes")
+    assert [route["name"] for route in expected] == ["inventory", "orders-read", "orders-write", "payments",
+                                                     "everything-else"]
+    assert site.page.locator("#routes-moved").inner_text() == "1 of 5"
+
+
+def test_traffic_sent_during_the_test_appears_in_the_rates(site: Site) -> None:
+    before = served_in_window(site.page)
+    sent = Counter()
+    for path, count in (("/api/orders/", 120), ("/api/inventory/", 40), ("/", 40), ("/api/payments/", 40)):
+        sent += upstreams_of(site.proxy.url + path, count)
+    assert sum(sent.values()) == 240 and set(sent) == {"orders", "legacy", "inventory", "payments"}
+    # The admin counts every 5 seconds: the next tick shows them all.
+    wait_until(lambda: served_in_window(site.page) >= before + 240, timeout_s=20, interval_s=0.25,
+               what="the page to count the requests sent")
+    rows = {route["name"]: route for route in shown_routes(site.page)}
+    for name in ("orders-read", "inventory", "payments", "everything-else"):
+        assert float(rows[name]["rps"]) > 0, rows[name]
+    assert rows["orders-write"]["rps"] in ("0.00", "–")
+    share = float(site.page.locator("#new-share").inner_text().rstrip("%")) / 100
+    assert share > 0
+    wait_until(lambda: all(route["spark"] for route in shown_routes(site.page) if route["name"] != "orders-write"),
+               timeout_s=10, what="sparklines of the routes that had traffic")
+    assert site.console == []
+
+
+def test_an_upstream_made_to_fail_shows_its_breaker_open(site: Site) -> None:
+    with _scene_for_the_picture(site):
+        site.inventory.failing = True
+        try:
+            with httpx.Client() as client:
+                answers = Counter(client.get(site.proxy.url + "/api/inventory/").headers["x-strangler-upstream"]
+                                  for _ in range(6))
+            assert answers["legacy"] == 6          # the fallback took every one of them
+            chip = site.page.locator('tr[data-route="inventory"] .chip[data-upstream="inventory"]')
+            wait_until(lambda: chip.get_attribute("data-state") == "open", timeout_s=10,
+                       what="the page to show inventory's breaker open")
+            assert chip.inner_text() == "inventory: open"
+            assert site.page.locator("#breakers-open").inner_text() == "1 open"
+            assert from_admin(site.proxy.admin_url)[0]["breakers"]["inventory"] == "open"
+            # What the fallback took from inventory is inventory's error, though every client got a 200.
+            fallbacks = site.page.locator('tr[data-route="inventory"] .fallbacks')
+            wait_until(lambda: fallbacks.inner_text() not in ("0.00", "–"), timeout_s=15,
+                       what="the page to count inventory's fallbacks")
+            assert site.page.locator('tr[data-route="inventory"] .errors .new-text').inner_text() != "0.00%"
+            _screenshot(site)
+        finally:
+            site.inventory.failing = False
+    assert site.console == []
+
+
+def test_roll_back_everything_sends_every_request_to_legacy_until_lifted(site: Site) -> None:
+    if not rollback_all_exists(site.proxy.admin_url):
+        pytest.skip("roll back all (POST /rollback-all) is not on this build: it comes with ramps")
+    page, admin = site.page, site.proxy.admin_url
+    page.locator("#rollback-all").click()
+    page.locator("#confirm-all-reason").fill("orders answers wrong totals")
+    page.locator("#confirm-all-go").click()
+    page.locator("#banner").wait_for(state="visible", timeout=5_000)
+    assert "orders answers wrong totals" in page.locator("#banner-detail").inner_text()
+    # Within a second, every route that names legacy sends it everything.
+    wait_until(lambda: next(r for r in from_admin(admin) if r["name"] == "orders-read")["split"]["legacy"] == 100,
+               timeout_s=5, what="orders-read to go to legacy")
+    assert upstreams_of(site.proxy.url + "/api/orders/", 100) == Counter(legacy=100)
+    wait_until(lambda: next(r for r in shown_routes(page) if r["name"] == "orders-read")["split"]["legacy"] == 100,
+               timeout_s=10, what="the page to show orders-read on legacy")
+    page.locator("#lift").click()
+    page.locator("#banner").wait_for(state="hidden", timeout=5_000)
+    wait_until(lambda: next(r for r in from_admin(admin) if r["name"] == "orders-read")["split"]
+               == {"orders": 25, "legacy": 75}, timeout_s=5, what="the split to come back")
+    wait_until(lambda: [{key: route[key] for key in ("name", "split")} for route in shown_routes(page)]
+               == [{key: route[key] for key in ("name", "split")} for route in from_admin(admin)],
+               timeout_s=10, what="the page to show the splits restored")
+    assert upstreams_of(site.proxy.url + "/api/orders/", 100)["orders"] > 0
+    assert site.console == []
+
+
+def test_a_cross_site_post_is_refused(site: Site) -> None:
+    """Another site's page cannot drive the admin API: its POSTs carry its own Origin and get 403."""
+    admin = site.proxy.admin_url
+    if not rollback_all_exists(admin):
+        pytest.skip("the admin listener's Origin check comes with ramps and roll back all; not on this build")
+    direct = httpx.post(admin + "/rollback-all", json={"reason": "x"}, headers={"Origin": "http://elsewhere.example"})
+    assert direct.status_code == 403 and direct.headers["content-type"] == "application/problem+json"
+    elsewhere = ThreadedServer(CrossSitePage(admin)).start()
+    try:
+        page = site.page.context.new_page()
+        answers: list[tuple[str, int]] = []
+        page.on("response", lambda response: answers.append((response.url, response.status))
+                if response.request.method == "POST" else None)
+        page.goto(elsewhere.url.replace("127.0.0.1", "localhost") + "/")
+        wait_until(lambda: page.title() == "sent", timeout_s=10, what="the other site's page to send its POSTs")
+        wait_until(lambda: len(answers) == 2, timeout_s=10, what="both answers")
+        assert sorted(answers) == [(admin + "/reload", 403), (admin + "/rollback-all", 403)]
+        page.close()
+    finally:
+        elsewhere.stop()
+    assert httpx.get(admin + "/rollback-all", timeout=5).json()["active"] is False
+
+
+@contextmanager
+def _scene_for_the_picture(site: Site) -> Iterator[None]:
+    """For the README's picture (STRANGLER_SCREENSHOT=1): a few minutes of steady traffic first, so that the
+    sparklines have a shape, going on while the test breaks an upstream."""
+    if not os.environ.get("STRANGLER_SCREENSHOT"):
+        yield
+        return
+    stop = threading.Event()
+
+    def visitors(path: str, pause_s: float) -> None:
+        with httpx.Client() as client:
+            while not stop.wait(pause_s):
+                client.cookies.clear()
+                client.get(site.proxy.url + path)
+
+    threads = [threading.Thread(target=visitors, args=(path, pause)) for path, pause in (
+        ("/api/orders/", 0.02), ("/api/orders/", 0.05), ("/api/inventory/", 0.05), ("/", 0.03), ("/api/payments/", 0.1))]
+    for thread in threads:
+        thread.start()
+    try:
+        stop.wait(float(os.environ.get("STRANGLER_SCREENSHOT_SECONDS", "180")))
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def _screenshot(site: Site) -> None:
+    path = SCREENSHOT if os.environ.get("STRANGLER_SCREENSHOT") else site.tmp / "dashboard.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    site.page.screenshot(path=str(path), full_page=True)
