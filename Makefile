@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-all check bench soak clean
+.PHONY: demo test test-all check bench soak screenshot clean
 
 $(BIN)/strangler: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: $(BIN)/strangler
 soak: $(BIN)/strangler
 	$(BIN)/python -m soak
 	STRANGLER_FUZZ_EXAMPLES=$${STRANGLER_FUZZ_EXAMPLES:-2000} $(BIN)/python -m pytest tests/fuzz
+
+# Not part of `make test`: the browser test with three minutes of traffic first, saving the dashboard
+# as docs/dashboard.png (the README's picture).
+screenshot: $(BIN)/strangler
+	STRANGLER_SCREENSHOT=1 $(BIN)/python -m pytest tests/e2e/test_dashboard_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
