@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from . import http1
 from .config.model import Upstream
 from .errors import ClientDisconnected, ProxyError, Reason, UpstreamError
-from .http1 import KEEPALIVE_EXPIRY_S, MAX_RESPONSE_HEADER_BYTES, Connector, InterimHandler  # noqa: F401 - part of this module's interface
+# Part of this module's interface:
+from .http1 import KEEPALIVE_EXPIRY_S, MAX_RESPONSE_HEADER_BYTES, Connector, InterimHandler  # noqa: F401
 
 __all__ = ["KEEPALIVE_EXPIRY_S", "MAX_RESPONSE_HEADER_BYTES", "Connector", "InterimHandler", "UpstreamClient",
            "UpstreamResponse", "translate"]
