@@ -245,15 +245,6 @@ class Connection(asyncio.Protocol):
         self._on_interim: InterimHandler | None = None
         self._trailer_bytes = 0
 
-    @property
-    def state(self) -> State:
-        return self._state
-
-    @property
-    def spent(self) -> Spent | None:
-        """Why this connection will not carry another exchange, if anything rules it out yet."""
-        return self._spent
-
     # --- the exchange, as the pool and the response see it -------------------------------------
 
     async def request(self, head: bytes, body: bytes | AsyncIterable[bytes] | None, length: int | None,
