@@ -17,7 +17,7 @@ test: $(BIN)/strangler
 	$(BIN)/python -m pytest
 
 # The suite on each supported Python the machine has (noxfile.py: 3.11, 3.12, 3.13, one virtualenv
-# each under .venv/nox; a missing interpreter is skipped). NOX_ARGS="-s tests-3.13 -- tests/unit".
+# each under .venv/nox; a missing interpreter is skipped). NOX_ARGS="-s tests-3.13 -- tests/routing".
 test-all: $(BIN)/strangler
 	$(BIN)/nox $(NOX_ARGS)
 
@@ -38,7 +38,7 @@ soak: $(BIN)/strangler
 # Not part of `make test`: the browser test with three minutes of traffic first, saving the dashboard
 # as docs/dashboard.png (the README's picture).
 screenshot: $(BIN)/strangler
-	STRANGLER_SCREENSHOT=1 $(BIN)/python -m pytest tests/e2e/test_dashboard_browser.py
+	STRANGLER_SCREENSHOT=1 $(BIN)/python -m pytest tests/live_ops/test_dashboard_browser.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
