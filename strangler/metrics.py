@@ -144,6 +144,9 @@ def read_samples(metrics: Metrics, names: frozenset[str]) -> list[Sample]:
         multiprocess.MultiProcessCollector(registry, path=directory)
         families = registry.collect()
     else:
-        families = metrics.registry.collect()
+        # Only the families asked for (without their _created samples): the whole registry grows with
+        # every route and upstream, and this runs on the proxy's own event loop.
+        wanted = {name + suffix for name in names for suffix in ("", "_total", "_bucket", "_count", "_sum")}
+        families = metrics.registry.restricted_registry(wanted).collect()
     return [(sample.name, sample.labels, sample.value)
             for family in families if family.name in names for sample in family.samples]

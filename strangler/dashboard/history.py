@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..metrics import Sample
+from .windows import Layout, RouteWindow, Sides, SlotKey, rounded
 
 log = logging.getLogger("strangler.dashboard")
 
@@ -36,7 +36,6 @@ FAMILIES = frozenset({"strangler_requests", "strangler_request_duration_seconds"
 SHADOW_AGREED = frozenset({"match", "noise"})
 SHADOW_COMPARED = SHADOW_AGREED | {"mismatch", "shadow_error"}
 
-Sides = dict[str, str | None]      # route -> its legacy upstream, in the config's order
 Point = tuple[float | None, ...]   # new rps, legacy rps, new error rate, legacy error rate, new p95 ms, legacy p95 ms
 
 
@@ -50,32 +49,6 @@ class Frame:
     routes: dict[str, Point]
 
 
-@dataclass(slots=True)
-class Side:
-    """What one side of a route (legacy, or the new upstreams together) answered over a window."""
-
-    requests: float = 0.0          # answered by this side
-    errors: float = 0.0            # of which 5xx
-    fell_back: float = 0.0         # meant for this side, answered by the fallback (breaker open, failure)
-    buckets: dict[float, float] = field(default_factory=dict)     # le -> cumulative count
-
-    def figures(self, seconds: float) -> dict[str, float | None]:
-        # As a ramp's gates count: what the fallback took from a side is that side's error, which
-        # the client never saw (a breaker that opens is not a quiet side).
-        meant = self.requests + self.fell_back
-        return {"requests_per_s": rounded(self.requests / seconds),
-                "error_rate": rounded((self.errors + self.fell_back) / meant) if meant else None,
-                "p95_ms": rounded(_ms(quantile(0.95, self.buckets)))}
-
-
-@dataclass(slots=True)
-class RouteWindow:
-    new: Side = field(default_factory=Side)
-    legacy: Side = field(default_factory=Side)
-    fallbacks: float = 0.0
-    shadow: dict[str, dict[str, float]] = field(default_factory=dict)     # shadow upstream -> result -> count
-
-
 @dataclass(frozen=True, slots=True)
 class Latest:
     """The figures a page shows as numbers, from the latest tick."""
@@ -83,6 +56,14 @@ class Latest:
     at: float
     routes: dict[str, dict[str, Any]]
     progress: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    at: float
+    new_share: float | None
+    points: dict[str, Point]
+    latest: Latest
 
 
 class History:
@@ -94,44 +75,68 @@ class History:
         self.sides = sides
         self.interval_s = interval_s
         self.clock = clock
-        self.frames: deque[Frame] = deque(maxlen=max(1, round(keep_s / interval_s)))
+        self.capacity = max(1, round(keep_s / interval_s))
+        # Replaced whole, never changed in place: a page's request may read them from another thread.
+        self.frames: tuple[Frame, ...] = ()
         self.latest: Latest | None = None
         self.seq = 0
         # Readings are flat arrays of counter values; _slots says which series each index holds.
-        self._slots: dict[tuple[Any, ...], int] = {}
+        self._slots: dict[SlotKey, int] = {}
         self._readings: deque[tuple[float, array]] = deque(maxlen=round(PROGRESS_WINDOW_S / interval_s) + 1)
+        self._layout: Layout | None = None
 
     async def run(self) -> None:
         """Tick every interval, forever; a failed tick is logged and the next one tries again."""
         while True:
             try:
-                self.tick()
+                # Reading the counters and the arithmetic take tens of milliseconds at 200 routes: a
+                # thread does them, so that the proxy's event loop (the same, without --workers) goes on.
+                measured = await asyncio.to_thread(self.measure)
+                if measured is not None:
+                    self.record(measured)
             except Exception:
                 log.exception("dashboard.history_error")
             await asyncio.sleep(self.interval_s)
 
     def tick(self) -> None:
+        """Read the counters and record what changed since the last reading."""
+        measured = self.measure()
+        if measured is not None:
+            self.record(measured)
+
+    def measure(self) -> Measured | None:
+        """One reading, and what changed since the previous one; None for the first, or with no config.
+
+        Touches only the readings: `record` (on the event loop) is what pages read.
+        """
         sides = self.sides()
         if sides is None:
-            return
+            return None
         now, reading = self.clock(), self._reading(self.read())
         previous = self._readings[-1] if self._readings else None
         self._readings.append((now, reading))
         if previous is None:
-            return
-        self.seq += 1
-        interval = self._window(sides, previous, (now, reading))
+            return None
+        if self._layout is None or not self._layout.fits(sides, self._slots):
+            self._layout = Layout(sides, self._slots)
+        interval = self._layout.window(previous[1], reading)
         seconds = max(now - previous[0], 1e-9)
         points = {}
         for name, found in interval.items():
             new, legacy = found.new.figures(seconds), found.legacy.figures(seconds)
             points[name] = (new["requests_per_s"], legacy["requests_per_s"], new["error_rate"], legacy["error_rate"],
                             new["p95_ms"], legacy["p95_ms"])
-        self.frames.append(Frame(self.seq, now, _new_share(interval), points))
-        self.latest = self._latest(sides, now, reading)
+        return Measured(now, _new_share(interval), points, self._latest(self._layout, now, reading))
 
-    def frames_since(self, seq: int) -> list[Frame]:
-        return [frame for frame in self.frames if frame.seq > seq]
+    def record(self, measured: Measured) -> None:
+        self.seq += 1
+        self.frames = (*self.frames, Frame(self.seq, measured.at, measured.new_share, measured.points))[-self.capacity:]
+        self.latest = measured.latest
+
+    def frames_since(self, seq: int) -> tuple[Frame, ...]:
+        frames = self.frames
+        skip = next((index for index, frame in enumerate(frames) if frame.seq > seq), len(frames))
+        return frames[skip:]
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -161,37 +166,7 @@ class History:
                 values[slot] += value
         return values
 
-    def _window(self, sides: Sides, old: tuple[float, array], new: tuple[float, array]) -> dict[str, RouteWindow]:
-        """What each route of `sides` answered between two readings."""
-        before, after = old[1], new[1]
-        found = {name: RouteWindow() for name in sides}
-        for key, slot in self._slots.items():
-            route = found.get(key[1])
-            if route is None or slot >= len(after):
-                continue
-            # A counter that went down started again (a worker replaced): count from zero.
-            change = after[slot] - (before[slot] if slot < len(before) else 0.0)
-            change = after[slot] if change < 0 else change
-            kind = key[0]
-            if not change and kind != "le":       # an empty bucket still bounds the next one
-                continue
-            if kind == "fallbacks":
-                route.fallbacks += change
-                (route.legacy if key[2] == sides[key[1]] else route.new).fell_back += change
-            elif kind == "shadow":
-                results = route.shadow.setdefault(key[2], {})
-                results[key[3]] = results.get(key[3], 0.0) + change
-            else:
-                side = route.legacy if key[2] == sides[key[1]] else route.new
-                if kind == "requests":
-                    side.requests += change
-                elif kind == "errors":
-                    side.errors += change
-                else:
-                    side.buckets[key[3]] = side.buckets.get(key[3], 0.0) + change
-        return found
-
-    def _latest(self, sides: Sides, now: float, reading: array) -> Latest:
+    def _latest(self, layout: Layout, now: float, reading: array) -> Latest:
         earlier = list(self._readings)[:-1]
 
         def since(seconds: float) -> tuple[float, array]:
@@ -199,9 +174,9 @@ class History:
             return next((item for item in earlier if item[0] >= now - seconds - self.interval_s / 2), earlier[-1])
 
         minute_start = since(ROUTE_WINDOW_S)
-        minute = self._window(sides, minute_start, (now, reading))
+        minute = layout.window(minute_start[1], reading)
         longer_start = since(PROGRESS_WINDOW_S)
-        longer = self._window(sides, longer_start, (now, reading))
+        longer = layout.window(longer_start[1], reading)
         minute_s, longer_s = max(now - minute_start[0], 1e-9), max(now - longer_start[0], 1e-9)
         routes = {}
         for name, found in minute.items():
@@ -236,35 +211,3 @@ def _shadow_figures(shadows: dict[str, dict[str, float]], seconds: float) -> dic
     return {"window_s": round(seconds, 1), "upstreams": sorted(shadows),
             "counts": {result: round(count) for result, count in sorted(counts.items())},
             "match_rate": rounded(agreed / compared) if compared else None}
-
-
-def quantile(q: float, buckets: dict[float, float]) -> float | None:
-    """The q-quantile of cumulative histogram buckets, interpolated within a bucket as Prometheus does."""
-    bounds = sorted(buckets)
-    if not bounds or buckets[bounds[-1]] <= 0:
-        return None
-    rank = q * buckets[bounds[-1]]
-    lower, below = 0.0, 0.0
-    for bound in bounds:
-        count = buckets[bound]
-        if count >= rank:
-            if math.isinf(bound):
-                return lower         # past the last finite bucket: its upper bound, as histogram_quantile says
-            if count == below:
-                return bound
-            return lower + (bound - lower) * (rank - below) / (count - below)
-        lower, below = bound, count
-    return lower
-
-
-def rounded(value: float | None, digits: int = 4) -> float | None:
-    """Four significant digits: the page shows no more, and the JSON stays small."""
-    if value is None or not math.isfinite(value):
-        return None
-    if value == 0:
-        return 0.0
-    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000.0

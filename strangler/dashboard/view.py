@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -41,12 +42,23 @@ class Dashboard:
         config = runtime.config
         return {route.name: config.legacy_side(route) for route in config.routes}
 
-    def document(self, routes_document: dict[str, Any], since: int = 0) -> dict[str, Any]:
-        """GET /dashboard.json: the state now, and the history's frames after `since` (all of them for 0)."""
+    def read_sources(self) -> Sourced:
+        """What ramps, roll back all and shadow traffic say now; on the event loop, where their state lives."""
+        token_required = self.sources.token_required
+        return Sourced(source.read(self.sources.ramps, "ramps"), source.read(self.sources.shadow, "shadow"),
+                       bool(token_required and token_required()))
+
+    def document(self, routes_document: dict[str, Any], since: int = 0,
+                 sourced: Sourced | None = None) -> dict[str, Any]:
+        """GET /dashboard.json: the state now, and the history's frames after `since` (all of them for 0).
+
+        With `sourced` given (read on the event loop), any thread may build it: the history is read
+        through snapshots that are replaced whole.
+        """
+        sourced = sourced or self.read_sources()
+        ramps, shadow = sourced.ramps, sourced.shadow
         sides = self._sides() or {}
         latest = self.history.latest
-        ramps = source.read(self.sources.ramps, "ramps")
-        shadow = source.read(self.sources.shadow, "shadow")
         ramp_of = source.ramps_by_route(ramps.document)
         shadow_of = source.shadow_by_route(shadow.document)
         routes, moved = [], 0
@@ -79,7 +91,7 @@ class Dashboard:
                 "shadow": shadow.configured or any(route["shadow"] for route in routes),
                 "shadow_available": shadow.available,
                 # The page asks for the token before its first change when one is needed (and after a 401).
-                "token_required": bool(self.sources.token_required and self.sources.token_required()),
+                "token_required": sourced.token_required,
             },
             "rollback_all": source.rollback_all(ramps.document),
             "progress": {
@@ -96,7 +108,7 @@ class Dashboard:
         names = self._sides() or {}
         return {
             "interval_s": history.interval_s,
-            "capacity": history.frames.maxlen,
+            "capacity": history.capacity,
             "seq": history.seq,
             # Where these frames start: a page whose last frame is just before it appends, any other replaces.
             "from_seq": frames[0].seq if frames else history.seq + 1,
@@ -108,6 +120,13 @@ class Dashboard:
 
 
 _EMPTY = (None,) * len(SERIES)
+
+
+@dataclass(frozen=True, slots=True)
+class Sourced:
+    ramps: source.Found
+    shadow: source.Found
+    token_required: bool
 
 
 def _shadow(route: str, figures: dict[str, Any] | None, listed: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -307,6 +307,56 @@ def _scene_for_the_picture(site: Site) -> Iterator[None]:
             thread.join()
 
 
+LONG_TASKS = """
+    window.longTasks = [];
+    new PerformanceObserver((list) => list.getEntries().forEach((task) => window.longTasks.push(
+        {start: task.startTime, ms: task.duration}))).observe({type: "longtask", buffered: true});
+"""
+
+
+def test_the_page_stays_responsive_with_200_routes(tmp_path: Path, start_upstream, start_proxy) -> None:
+    """200 rows render once; each poll after that updates them in place without a long task (>= 200 ms)."""
+    legacy, new = start_upstream(Named("legacy")), start_upstream(Named("new"))
+    routes = "".join(f"""
+  - name: route-{index:03d}
+    match: {{path: /r{index}}}
+    split: {{new: {index % 101}, legacy: {100 - index % 101}}}
+    fallback: legacy
+    sticky: none""" for index in range(200))
+    proxy = start_proxy(f"""
+version: 1
+upstreams:
+  legacy: {{url: "{legacy.url}"}}
+  new: {{url: "{new.url}"}}
+routes:{routes}
+""")
+
+    def traffic() -> None:
+        with httpx.Client() as client:
+            for index in range(400):
+                assert client.get(f"{proxy.url}/r{index % 200}").status_code == 200
+
+    traffic()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.add_init_script(LONG_TASKS)
+        page.goto(proxy.admin_url + "/")
+        wait_until(lambda: page.locator("#routes tbody tr").count() == 200, timeout_s=20, what="200 rows")
+        rendered = page.evaluate("performance.now()")
+        wait_until(lambda: served_in_window(page) >= 400, timeout_s=20, interval_s=0.25, what="the first figures")
+        traffic()
+        wait_until(lambda: served_in_window(page) >= 800, timeout_s=20, interval_s=0.25, what="the next figures")
+        polls = page.evaluate("performance.now()") - rendered
+        late = [task for task in page.evaluate("window.longTasks") if task["start"] > rendered and task["ms"] >= 200]
+        assert late == [], f"long tasks while polling for {polls / 1000:.0f} s: {late}"
+        page.locator("#filter").fill("route-19")
+        wait_until(lambda: page.locator("#routes tbody tr:not(.filtered)").count() == 10, timeout_s=5,
+                   what="the filter to keep route-190 to route-199")
+        assert errors == []
+
+
 def _screenshot(site: Site) -> None:
     path = SCREENSHOT if os.environ.get("STRANGLER_SCREENSHOT") else site.tmp / "dashboard.png"
     path.parent.mkdir(parents=True, exist_ok=True)

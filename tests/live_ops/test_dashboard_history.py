@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from strangler.dashboard.history import History, quantile, rounded
+from strangler.dashboard.history import History
+from strangler.dashboard.windows import quantile, rounded
 from strangler.metrics import DURATION_BUCKETS_S
 
 BOUNDS = (*DURATION_BUCKETS_S, math.inf)
@@ -182,7 +183,8 @@ def test_a_tick_without_a_config_records_nothing() -> None:
     ({}, None),
 ])
 def test_quantile_reads_cumulative_buckets_as_prometheus_does(buckets: dict, expected: float | None) -> None:
-    assert quantile(0.95, buckets) == (pytest.approx(expected) if expected is not None else None)
+    found = quantile(0.95, list(buckets), list(buckets.values()))
+    assert found == (pytest.approx(expected) if expected is not None else None)
 
 
 def test_rounded_keeps_four_significant_digits() -> None:
