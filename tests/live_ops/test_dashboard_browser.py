@@ -77,7 +77,13 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def browser() -> Iterator[Any]:
+    with chromium() as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def site(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("dashboard")
     inventory = Breakable("inventory")
     upstreams = [ThreadedServer(app).start() for app in (Named("legacy"), Named("orders"), inventory, Named("payments"))]
@@ -117,16 +123,16 @@ routes:
     proxy = ProxyProcess(config)
     try:
         proxy.start()
-        with chromium() as browser:
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            console: list[str] = []
-            elsewhere: list[str] = []
-            page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)
-            page.on("pageerror", lambda error: console.append(f"uncaught: {error}"))
-            page.on("request", lambda request: None if request.url.startswith(proxy.admin_url + "/")
-                    else elsewhere.append(request.url))
-            page.goto(proxy.admin_url + "/")
-            yield Site(proxy, inventory, page, console, elsewhere, tmp)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        console: list[str] = []
+        elsewhere: list[str] = []
+        page.on("console", lambda message: console.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: console.append(f"uncaught: {error}"))
+        page.on("request", lambda request: None if request.url.startswith(proxy.admin_url + "/")
+                else elsewhere.append(request.url))
+        page.goto(proxy.admin_url + "/")
+        yield Site(proxy, inventory, page, console, elsewhere, tmp)
+        page.close()
     finally:
         if proxy.process is not None:
             proxy.terminate()
@@ -314,7 +320,7 @@ LONG_TASKS = """
 """
 
 
-def test_the_page_stays_responsive_with_200_routes(tmp_path: Path, start_upstream, start_proxy) -> None:
+def test_the_page_stays_responsive_with_200_routes(browser: Any, start_upstream, start_proxy) -> None:
     """200 rows render once; each poll after that updates them in place without a long task (>= 200 ms)."""
     legacy, new = start_upstream(Named("legacy")), start_upstream(Named("new"))
     routes = "".join(f"""
@@ -337,8 +343,8 @@ routes:{routes}
                 assert client.get(f"{proxy.url}/r{index % 200}").status_code == 200
 
     traffic()
-    with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    try:
         errors: list[str] = []
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.add_init_script(LONG_TASKS)
@@ -355,6 +361,8 @@ routes:{routes}
         wait_until(lambda: page.locator("#routes tbody tr:not(.filtered)").count() == 10, timeout_s=5,
                    what="the filter to keep route-190 to route-199")
         assert errors == []
+    finally:
+        page.close()
 
 
 def _screenshot(site: Site) -> None:
