@@ -56,7 +56,7 @@ def ramp(r: Reader, node: Node, key: Node, path: str, *, split: tuple[tuple[str,
                 tip = f"did you mean '{close[0]}'?" if close else "the split names " + ", ".join(names)
                 r.problem(to_node, join(path, "to"), f"'{to}' is not in the route's split ({tip})")
         others = [name for name in names if name not in (to, legacy)]
-        if others and to in names and legacy in names:
+        if others and to in names and legacy in names and to != legacy:
             r.problem(key, path, f"a ramp moves shares between '{to}' and '{legacy}' only, but the split also names "
                       + ", ".join(f"'{name}'" for name in others))
     if len(r.problems) > before or None in (to, steps, every_s, gates, on_breach, split, legacy):
