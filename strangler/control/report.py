@@ -21,7 +21,17 @@ def iso(timestamp: float | None) -> str | None:
 
 
 def _pairs(values: dict[str, Any]) -> str:
-    return ",".join(f"{key}:{value}" for key, value in values.items())
+    return ",".join(f"{key}:{_short(key, value)}" for key, value in values.items())
+
+
+def _short(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "p95_s":
+        return f"{value * 1000:.1f}ms"
+    if key.endswith("percent") or key in ("max_error_rate", "max_error_rate_increase", "min_shadow_match"):
+        return f"{value:g}%"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def log_entry(route: str, entry: dict[str, Any]) -> None:
