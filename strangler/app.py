@@ -10,11 +10,12 @@ import signal
 from typing import Any
 
 from .config.loader import ConfigError
-from .errors import ClientDisconnected, ProxyError, Reason
-from .exchange import Exchange, request_id_of
+from .config.model import Limits
+from .errors import ProxyError, Reason, ResponseAborted
 from .health import check_upstreams_forever
-from .pipeline import ResponseAborted, handle
-from .problem import problem_body, problem_headers
+from .outcome import RequestTrace, request_id_of
+from .pipeline import handle, refuse
+from .recorder import Recorder
 from .reload import ConfigHolder
 
 log = logging.getLogger("strangler.proxy")
@@ -23,16 +24,12 @@ log = logging.getLogger("strangler.proxy")
 RELOAD_SIGNALS = (signal.SIGHUP, signal.SIGUSR1)
 
 
-def _expects_continue(scope: dict[str, Any]) -> bool:
-    """A client that sent `Expect: 100-continue` may or may not send its body after a refusal
-    made without reading it: the connection's next bytes are ambiguous, so it is not reused."""
-    return any(name == b"expect" and value.lower() == b"100-continue" for name, value in scope["headers"])
-
-
 class ProxyApp:
     def __init__(self, holder: ConfigHolder, *, watch: bool = True, health_checks: bool = True) -> None:
         self.holder = holder
         self.metrics = holder.metrics
+        self.recorder = Recorder(holder.metrics, lambda: _access_log_format(holder))
+        self.listener = _Listener(holder, self.recorder)
         self.active_requests = 0
         self._watch = watch
         self._health_checks = health_checks
@@ -51,47 +48,23 @@ class ProxyApp:
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         runtime = self.holder.runtime     # read once: the request finishes on the config it started with
-        exchange = Exchange(self.metrics, request_id_of(scope["headers"]), scope["method"])
-        if runtime is None:
-            await self._refuse(send, exchange, ProxyError("no valid config loaded", reason=Reason.OVERLOADED), True)
-            exchange.record(None)
-            return
-        config = runtime.config
+        trace = RequestTrace(request_id_of(scope["headers"]), scope["method"])
         self.active_requests += 1
         try:
-            if self.active_requests > config.limits.max_concurrent_requests:
-                raise ProxyError("too many requests in flight", reason=Reason.OVERLOADED, retry_after_s=1)
-            await handle(runtime, scope, receive, send, exchange)
-        except ProxyError as error:
-            exchange.error = error
-            if error.route is None:
-                error.route = exchange.route or None
-            if error.upstream is None:
-                error.upstream = exchange.upstream or None
-            if exchange.status is not None:
-                raise ResponseAborted(error.detail) from error
-            exchange.release_upstream()
-            await self._refuse(send, exchange, error, config.expose_headers, close=_expects_continue(scope))
-        except ClientDisconnected as gone:
-            exchange.error = gone
+            if runtime is None:
+                await refuse(send, trace, ProxyError("no valid config loaded", reason=Reason.OVERLOADED), True)
+            elif self.active_requests > runtime.config.limits.max_concurrent_requests:
+                error = ProxyError("too many requests in flight", reason=Reason.OVERLOADED, retry_after_s=1)
+                await refuse(send, trace, error, runtime.config.expose_headers)
+            else:
+                await handle(runtime, scope, receive, send, trace, self.recorder)
         except ResponseAborted as aborted:
             log.warning("response.aborted rid=%s route=%s upstream=%s detail=%s",
-                        exchange.request_id, exchange.route, exchange.upstream, aborted)
+                        trace.request_id, trace.route, trace.upstream, aborted)
             raise
         finally:
             self.active_requests -= 1
-            exchange.record(config.access_log.format if config.access_log.enabled else None)
-
-    @staticmethod
-    async def _refuse(send: Any, exchange: Exchange, error: ProxyError, expose: bool, *, close: bool = False) -> None:
-        body = problem_body(error)
-        headers = problem_headers(error, body, expose=expose)
-        if close and not any(name == b"connection" for name, _ in headers):
-            headers.append((b"connection", b"close"))
-        headers.append((b"x-request-id", exchange.request_id.encode()))
-        await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-        exchange.status = error.status
+            self.recorder.finish(trace.freeze())
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -143,3 +116,31 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+
+
+def _access_log_format(holder: ConfigHolder) -> str | None:
+    runtime = holder.runtime
+    if runtime is None or not runtime.config.access_log.enabled:
+        return None
+    return runtime.config.access_log.format
+
+
+class _Listener:
+    """The listener's view of this app (protocol.ListenerPolicy): the current limits, and its refusals."""
+
+    __slots__ = ("_holder", "_recorder")
+
+    def __init__(self, holder: ConfigHolder, recorder: Recorder) -> None:
+        self._holder = holder
+        self._recorder = recorder
+
+    @property
+    def limits(self) -> Limits:
+        runtime = self._holder.runtime
+        return runtime.config.limits if runtime is not None else _DEFAULT_LIMITS
+
+    def refused(self, error: ProxyError, client: str | None) -> None:
+        self._recorder.listener_refusal(error, client)
+
+
+_DEFAULT_LIMITS = Limits()

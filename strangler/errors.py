@@ -93,3 +93,7 @@ class UpstreamError(ProxyError):
 
 class ClientDisconnected(Exception):
     """The client went away; not the upstream's fault, nothing to answer."""
+
+
+class ResponseAborted(Exception):
+    """The upstream failed mid-body: the client's response must end as broken, never as complete."""

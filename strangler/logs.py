@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from .errors import ResponseAborted
+
 LEVEL_ENV = "STRANGLER_LOG_LEVEL"
 JSON_ACCESS_LOGGER = "strangler.access.json"
 
@@ -14,7 +16,7 @@ class _AbortedResponseFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (exc is not None and type(exc).__name__ == "ResponseAborted")
+        return not isinstance(exc, ResponseAborted)
 
 
 def configure_logging(level: str | None = None) -> None:

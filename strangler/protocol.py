@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from http import HTTPStatus
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -25,10 +24,36 @@ from .errors import ProxyError, Reason
 from .headers import EARLY_HINTS_EXTENSION
 from .problem import problem_body, problem_headers
 
-# The listener's limits, replaced on every reload (set by the config holder).
-current_limits = Limits()
-# Told of every refusal made here, before any app sees the request (for metrics and the access log).
-refusal_observer: Callable[[ProxyError, str | None], None] | None = None
+
+
+class ListenerPolicy(Protocol):
+    """What the listener asks of the app it serves (ProxyApp.listener): read per request, never cached."""
+
+    @property
+    def limits(self) -> Limits:
+        """The current config's limits (each request is parsed under those in force when it began)."""
+
+    def refused(self, error: ProxyError, client: str | None) -> None:
+        """Told of every refusal made here, before any app sees the request (metrics, access log)."""
+
+
+class _DefaultPolicy:
+    limits = Limits()
+
+    def refused(self, error: ProxyError, client: str | None) -> None:
+        pass
+
+
+def listener_policy_of(app: Any) -> ListenerPolicy:
+    """The app's ListenerPolicy, looking through the wrappers uvicorn may put around it."""
+    for _ in range(8):
+        policy = getattr(app, "listener", None)
+        if policy is not None:
+            return policy
+        app = getattr(app, "app", None)
+        if app is None:
+            break
+    return _DefaultPolicy()
 
 
 
@@ -55,6 +80,8 @@ class _Refused(Exception):
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._listener = listener_policy_of(self.app)
+        self._limits = self._listener.limits
         self._header_deadline: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._header_count = 0
@@ -104,12 +131,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self._refuse(refused.error)
         else:
-            if self._unparsed_bytes > _section_limit(current_limits):
+            if self._unparsed_bytes > _section_limit(self._limits):
                 self._refuse(_oversized_section(self._in_head))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["extensions"] = self._extensions
+        self._limits = self._listener.limits      # a reload applies from the next request on
         self._unparsed_bytes = 0
         self._header_bytes = self._header_count = self._url_bytes = 0
         self._in_head = True
@@ -126,15 +154,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # request line pick the upstream host.
             raise _Refused(ProxyError("request target must be a path starting with '/'", reason=Reason.BAD_REQUEST))
         self._url_bytes += len(url)
-        if self._url_bytes > current_limits.max_url_bytes:
-            raise _Refused(ProxyError(f"request target over {current_limits.max_url_bytes} bytes",
+        if self._url_bytes > self._limits.max_url_bytes:
+            raise _Refused(ProxyError(f"request target over {self._limits.max_url_bytes} bytes",
                                       reason=Reason.URI_TOO_LONG))
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         self._header_bytes += len(name) + len(value) + 4
-        limits = current_limits
+        limits = self._limits
         if self._header_count > limits.max_header_count or self._header_bytes > limits.max_header_bytes:
             raise _Refused(ProxyError("request header fields over the limit", reason=Reason.HEADERS_TOO_LARGE))
         if not self._in_head:
@@ -192,7 +220,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(b"".join(head))
 
     def _arm_header_deadline(self) -> None:
-        self._header_deadline = self.loop.call_later(current_limits.header_timeout_s, self._headers_too_slow)
+        self._header_deadline = self.loop.call_later(self._limits.header_timeout_s, self._headers_too_slow)
 
     def _disarm_header_deadline(self) -> None:
         if self._header_deadline is not None:
@@ -240,8 +268,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # The refused request's app may still answer: nothing may follow the refusal.
             cycle.disconnected = True
             cycle.message_event.set()
-        if refusal_observer is not None:
-            refusal_observer(error, self.client[0] if self.client else None)
+        self._listener.refused(error, self.client[0] if self.client else None)
         status = error.status
         body = problem_body(error)
         head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]

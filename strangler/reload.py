@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from . import overlay as shares_file
 from .config.loader import ConfigError, load_config
-from .forward import UpstreamClient
+from .forward import Connector, UpstreamClient
 from .metrics import Metrics
 from .overlay import EMPTY, Overlay
 from .runtime import Runtime, build_runtime
@@ -26,9 +26,12 @@ RETIRED_CLIENT_GRACE_S = 120.0
 class ConfigHolder:
     """Owns the reference every request reads once; a reload builds aside and swaps it."""
 
-    def __init__(self, path: str, metrics: Metrics, *, count_reloads: bool = True, follow_shares: bool = False) -> None:
+    def __init__(self, path: str, metrics: Metrics, *, count_reloads: bool = True,
+                 connector: Connector | None = None, follow_shares: bool = False) -> None:
         self.path = path
         self.metrics = metrics
+        # How the upstream clients open connections (by default TCP); tests pass a scripted fake.
+        self.connector = connector
         # With several workers the parent counts reloads once for all of them.
         self.count_reloads = count_reloads
         # A worker takes the shares its parent's controller decides from the state directory's shares file.
@@ -71,7 +74,8 @@ class ConfigHolder:
             log.warning("config.warning %s", warning)
         if self.follow_shares:
             self._read_shares(config.state_dir)
-        runtime, retired = build_runtime(config, self.metrics, self.runtime, self.overlay)
+        runtime, retired = build_runtime(config, self.metrics, self.runtime, connector=self.connector,
+                                         overlay=self.overlay)
         previous, self.runtime = self.runtime, runtime
         self.last_error = None
         if self.count_reloads:
@@ -90,7 +94,8 @@ class ConfigHolder:
             self.overlay = overlay
             if self.runtime is None:
                 return
-            runtime, retired = build_runtime(self.runtime.config, self.metrics, self.runtime, overlay)
+            runtime, retired = build_runtime(self.runtime.config, self.metrics, self.runtime, connector=self.connector,
+                                             overlay=overlay)
             self.runtime = runtime
         for client in retired:
             self._retire(client)

@@ -15,10 +15,8 @@ from dataclasses import dataclass
 import uvicorn
 
 from .admin import create_admin_app
-from . import protocol
 from .app import ProxyApp
 from .control.plane import local_controller
-from .exchange import listener_refusal_recorder
 from .protocol import LimitedHttpToolsProtocol
 from .reload import ConfigHolder
 
@@ -60,8 +58,6 @@ def proxy_uvicorn_config(app: object, host: str, port: int, log_level: str, grac
 
 
 async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
-    holder.subscribe(apply_listener_limits)
-    observe_listener_refusals(holder)
     app = ProxyApp(holder, watch=options.watch)
     proxy = uvicorn.Server(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
                                                 options.graceful_timeout_s))
@@ -97,20 +93,6 @@ def run_forever(options: ServeOptions, holder: ConfigHolder) -> None:
     signal.signal(signal.SIGINT, _stop_requested)
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(options, holder))
-
-
-def apply_listener_limits(runtime) -> None:
-    protocol.current_limits = runtime.config.limits
-
-
-def observe_listener_refusals(holder: ConfigHolder) -> None:
-    def log_format() -> str | None:
-        runtime = holder.runtime
-        if runtime is None or not runtime.config.access_log.enabled:
-            return None
-        return runtime.config.access_log.format
-
-    protocol.refusal_observer = listener_refusal_recorder(holder.metrics, log_format)
 
 
 def _stop_requested(signum: int, frame: object) -> None:

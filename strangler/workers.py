@@ -31,7 +31,7 @@ from .health import check_upstreams_forever
 from .logs import configure_logging
 from .metrics import Metrics
 from .reload import ConfigHolder
-from .server import ServeOptions, apply_listener_limits, observe_listener_refusals, proxy_uvicorn_config
+from .server import ServeOptions, proxy_uvicorn_config
 
 log = logging.getLogger("strangler.workers")
 CONFIG_ENV = "STRANGLER_CONFIG"
@@ -43,8 +43,6 @@ def worker_app():
 
     configure_logging()
     holder = ConfigHolder(os.environ[CONFIG_ENV], Metrics(), count_reloads=False, follow_shares=True)
-    holder.subscribe(apply_listener_limits)
-    observe_listener_refusals(holder)
     holder.reload()
     # The parent probes upstream health once for all workers.
     return ProxyApp(holder, health_checks=False)

@@ -38,9 +38,10 @@ STRANGLER_LAYERS = [
     ("errors and config", {"strangler.errors", "strangler.config", "strangler.logs"}),
     ("stages", {"strangler.paths", "strangler.headers", "strangler.body", "strangler.routing", "strangler.split",
                 "strangler.sticky", "strangler.bulkhead", "strangler.http1", "strangler.forward",
-                "strangler.metrics", "strangler.problem", "strangler.overlay"}),
-    ("runtime", {"strangler.runtime", "strangler.reload", "strangler.health", "strangler.exchange"}),
-    ("pipeline", {"strangler.pipeline"}),
+                "strangler.metrics", "strangler.problem", "strangler.outcome", "strangler.overlay"}),
+    ("runtime", {"strangler.runtime", "strangler.reload", "strangler.health", "strangler.recorder",
+                 "strangler.lease"}),
+    ("pipeline", {"strangler.pipeline", "strangler.forwarder"}),
     ("control plane", {"strangler.control"}),
     ("apps and command line", {"strangler.app", "strangler.protocol", "strangler.admin", "strangler.admin_guard",
                                "strangler.server", "strangler.workers", "strangler.explain", "strangler.operate",
@@ -122,8 +123,8 @@ def test_no_package_or_layer_imports_one_it_may_not() -> None:
 def test_the_walk_sees_the_imports_it_judges() -> None:
     """A check that finds nothing must not pass because it looked at nothing."""
     modules = project_modules()
-    assert {"resilience.breaker", "strangler.pipeline", "domain_events.relay", "playground.demo"} <= set(modules)
-    assert "resilience.retry" in imports_of("strangler.pipeline", modules["strangler.pipeline"], set(modules))
+    assert {"resilience.breaker", "strangler.forwarder", "domain_events.relay", "playground.demo"} <= set(modules)
+    assert "resilience.retry" in imports_of("strangler.forwarder", modules["strangler.forwarder"], set(modules))
     assert "strangler.http1" in imports_of("strangler.forward", modules["strangler.forward"], set(modules))
     assert "playground.demo" in imports_of("strangler.cli", modules["strangler.cli"], set(modules))
     assert "strangler.control.controller" in imports_of("strangler.admin", modules["strangler.admin"], set(modules))

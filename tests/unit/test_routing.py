@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -152,11 +153,7 @@ routes:
         assert "route: shop (routes[0]" in out.getvalue(), out.getvalue()
 
 
-@pytest.mark.parametrize("method", ["CONNECT", "TRACE"])
-def test_connect_and_trace_are_refused_with_405_whatever_the_routes_allow(method: str, tmp_path) -> None:
-    with pytest.raises(ProxyError) as refused:
-        check_method(method)
-    assert refused.value.status == 405 and refused.value.reason.flag == "method_not_allowed"
+def _one_route_config(tmp_path) -> Path:
     config = tmp_path / "routes.yaml"
     config.write_text("""\
 version: 1
@@ -167,6 +164,15 @@ routes:
     match: {path: /}
     to: legacy
 """)
+    return config
+
+
+@pytest.mark.parametrize("method", ["CONNECT", "TRACE"])
+def test_connect_and_trace_are_refused_with_405_whatever_the_routes_allow(method: str, tmp_path) -> None:
+    with pytest.raises(ProxyError) as refused:
+        check_method(method)
+    assert refused.value.status == 405 and refused.value.reason.flag == "method_not_allowed"
+    config = _one_route_config(tmp_path)
     out = io.StringIO()
     assert explain_request(str(config), method, "/x", ["Host: shop.test"], out=out) == 1
     assert "405 Method Not Allowed" in out.getvalue()
@@ -178,16 +184,7 @@ def test_other_methods_are_left_to_the_routes(method: str) -> None:
 
 
 def test_explain_refuses_an_invalid_host_as_the_proxy_does(tmp_path) -> None:
-    config = tmp_path / "routes.yaml"
-    config.write_text("""\
-version: 1
-upstreams:
-  legacy: {url: "http://127.0.0.1:8001"}
-routes:
-  - name: rest
-    match: {path: /}
-    to: legacy
-""")
+    config = _one_route_config(tmp_path)
     out = io.StringIO()
     assert explain_request(str(config), "GET", "/x", ["Host: a/evil"], out=out) == 1
     assert "400 Bad Request" in out.getvalue()
