@@ -11,10 +11,13 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
+import pytest
 
 from tests.support.metrics import scrape
 from tests.support.servers import REPO, Named, ProxyProcess, free_port, wait_until
@@ -54,6 +57,26 @@ routes:
       every: 1s
       gates: {{min_requests: {min_requests}, max_error_rate: 1%}}
 """
+
+
+@dataclass(frozen=True)
+class Setup:
+    path: Path          # the config, written
+    legacy: str         # the upstreams' URLs
+    new: str
+
+
+@pytest.fixture
+def upstreams(tmp_path: Path, start_upstream) -> Callable[..., Setup]:
+    """Start `legacy` and `new` (Named, or the app given) and write a ramp config for them (ramp_config's keys)."""
+
+    def setup(new_app: object | None = None, **config: Any) -> Setup:
+        legacy, new = start_upstream(Named("legacy")), start_upstream(new_app or Named("new"))
+        path = tmp_path / "routes.yaml"
+        path.write_text(ramp_config(legacy.url, new.url, **config))
+        return Setup(path, legacy.url, new.url)
+
+    return setup
 
 
 @dataclass(frozen=True)
@@ -123,11 +146,8 @@ def never_back_to_legacy(served: list[Served]) -> None:
         assert not (answer.upstream == "legacy" and answer.user in seen_new), f"{answer.user} went back to legacy"
 
 
-def test_a_healthy_ramp_goes_5_to_100_in_order_resumes_after_kill_9_and_no_cohort_goes_back(
-        tmp_path: Path, start_upstream) -> None:
-    legacy, new = start_upstream(Named("legacy")), start_upstream(Named("new"))
-    path = tmp_path / "routes.yaml"
-    path.write_text(ramp_config(legacy.url, new.url))
+def test_a_healthy_ramp_goes_5_to_100_in_order_resumes_after_kill_9_and_no_cohort_goes_back(upstreams) -> None:
+    path = upstreams().path
     proxy = ProxyProcess(path).start()
     served: list[Served] = []
     try:
@@ -165,12 +185,8 @@ def test_a_healthy_ramp_goes_5_to_100_in_order_resumes_after_kill_9_and_no_cohor
         proxy.terminate()
 
 
-def test_a_planted_fault_rolls_the_ramp_back_at_its_first_window_and_legacy_serves_everything(
-        tmp_path: Path, start_upstream) -> None:
-    legacy, new = start_upstream(Named("legacy")), start_upstream(Flaky("new"))
-    path = tmp_path / "routes.yaml"
-    path.write_text(ramp_config(legacy.url, new.url))
-    proxy = ProxyProcess(path).start()
+def test_a_planted_fault_rolls_the_ramp_back_at_its_first_window_and_legacy_serves_everything(upstreams) -> None:
+    proxy = ProxyProcess(upstreams(Flaky("new")).path).start()
     try:
         # Three requests a window: too little to judge; the ramp holds and says why.
         for _ in range(3):
@@ -201,11 +217,9 @@ def rollback_all_cli(proxy: ProxyProcess, *args: str) -> subprocess.CompletedPro
 
 
 def test_rollback_all_under_32_clients_moves_everything_fails_nothing_and_holds_through_reloads_and_restarts(
-        tmp_path: Path, start_upstream) -> None:
-    legacy, new = start_upstream(Named("legacy")), start_upstream(Named("new"))
-    path = tmp_path / "routes.yaml"
-    valid = ramp_config(legacy.url, new.url, split="{new: 50, legacy: 50}", steps="[50, 100]", min_requests=10**6)
-    path.write_text(valid)
+        upstreams) -> None:
+    path = upstreams(split="{new: 50, legacy: 50}", steps="[50, 100]", min_requests=10**6).path
+    valid = path.read_text()
     proxy = ProxyProcess(path).start()
     try:
         path.write_text(valid.replace("routes:", "routes: [oops"))     # on disk now: invalid; the running config stays
@@ -242,11 +256,9 @@ def test_rollback_all_under_32_clients_moves_everything_fails_nothing_and_holds_
         proxy.terminate()
 
 
-def test_admin_posts_need_the_token_and_their_own_origin_on_real_sockets(tmp_path: Path, start_upstream) -> None:
-    legacy, new = start_upstream(Named("legacy")), start_upstream(Named("new"))
-    path = tmp_path / "routes.yaml"
-    path.write_text(ramp_config(legacy.url, new.url, top="admin: {host: 127.0.0.1, token: file-token}"))
-    proxy = ProxyProcess(path, env={"STRANGLER_ADMIN_TOKEN": "env-token"}).start()
+def test_admin_posts_need_the_token_and_their_own_origin_on_real_sockets(tmp_path: Path, upstreams) -> None:
+    setup = upstreams(top="admin: {host: 127.0.0.1, token: file-token}")
+    proxy = ProxyProcess(setup.path, env={"STRANGLER_ADMIN_TOKEN": "env-token"}).start()
     try:
         url = proxy.admin_url
         body = {"reason": "test"}
@@ -265,18 +277,15 @@ def test_admin_posts_need_the_token_and_their_own_origin_on_real_sockets(tmp_pat
     finally:
         proxy.terminate()
     wild = tmp_path / "wild.yaml"
-    wild.write_text(ramp_config(legacy.url, new.url, top="admin: {host: 0.0.0.0}"))
+    wild.write_text(ramp_config(setup.legacy, setup.new, top="admin: {host: 0.0.0.0}"))
     refused = subprocess.run([sys.executable, "-m", "strangler", "run", "--config", str(wild), "--port",
                               str(free_port()), "--admin-port", str(free_port())], cwd=REPO, capture_output=True,
                              text=True, timeout=20, env={k: v for k, v in os.environ.items() if k != "STRANGLER_ADMIN_TOKEN"})
     assert refused.returncode == 1 and "without an admin token" in refused.stderr
 
 
-def test_with_workers_the_parent_s_controller_ramps_on_every_worker_s_figures_and_rolls_all_back(
-        tmp_path: Path, start_upstream) -> None:
-    legacy, new = start_upstream(Named("legacy")), start_upstream(Named("new"))
-    path = tmp_path / "routes.yaml"
-    path.write_text(ramp_config(legacy.url, new.url, split="{new: 50, legacy: 50}", steps="[50, 100]", min_requests=20))
+def test_with_workers_the_parent_s_controller_ramps_on_every_worker_s_figures_and_rolls_all_back(upstreams) -> None:
+    path = upstreams(split="{new: 50, legacy: 50}", steps="[50, 100]", min_requests=20).path
     proxy = ProxyProcess(path, "--workers", "2").start()
     try:
         with Load(proxy.url, concurrency=8) as load:
