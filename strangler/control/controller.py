@@ -10,7 +10,6 @@ Every decision is logged, counted, kept in the ramp's record and persisted.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
