@@ -233,15 +233,16 @@ def _ramp_lines(config: Config, proxy: str, admin: str, orders: str, token: str)
         lines.append(f"  {route.name}: to {ramp.to}, {steps}, a step every {ramp.every_s:g}s while its gates hold; "
                      f"now {found.get('state', '?')} at {found.get('percent', 0):g}%")
     if document.get("rollback_all", {}).get("active"):
-        lines.append(f"  roll back all is ACTIVE (kept from an earlier run): {sys.executable} -m strangler rollback-all "
-                     f"--admin {admin} --lift")
+        lines.append("  roll back all is ACTIVE (kept from an earlier run): "
+                     f"{sys.executable} -m strangler rollback-all --admin {admin} --lift")
     lines += [
         f"  {sys.executable} -m playground.load --url {proxy}   # generated load; who answered, each second",
         f"  curl -s {admin}/ramps | python3 -m json.tool   # step, next evaluation, last decisions, history",
         f"  curl -s {admin}/metrics | grep -E 'strangler_ramp|rollback_all'",
         f"  curl -s -X POST -H 'Authorization: Bearer {token}' -d '{{\"error_percent\": 5}}' {orders}/faults/"
         "   # plant a fault: 5% of orders_service's answers become 500",
-        f"  {sys.executable} -m strangler rollback-all --admin {admin} --reason 'drill'   # all back to legacy; --lift undoes",
+        f"  {sys.executable} -m strangler rollback-all --admin {admin} --reason 'drill'"
+        "   # all back to legacy; --lift undoes",
         "",
     ]
     return lines

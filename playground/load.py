@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.wait(1.0):
             upstreams, failures = tally.take()
             total = sum(upstreams.values()) or 1
-            shares = "  ".join(f"{name} {count} ({100 * count / total:.0f}%)" for name, count in sorted(upstreams.items()))
+            shares = "  ".join(f"{name} {count} ({100 * count / total:.0f}%)"
+                               for name, count in sorted(upstreams.items()))
             problems = ("   not 2xx: " + ", ".join(f"{n} x {what}" for what, n in failures.items())) if failures else ""
             print(f"{time.strftime('%H:%M:%S')}  {shares}{problems}", flush=True)
             if args.seconds and time.monotonic() - started >= args.seconds:

@@ -44,8 +44,9 @@ def load_admin(path: str | os.PathLike[str]) -> tuple[Address, str | None] | Non
     if node is None:
         return Config().admin, None
     r = Reader(str(path))
-    found = sections.address(r, node, "admin", Config().admin, sections.ADMIN_KEYS), sections.admin_token(r, node, "admin")
-    return None if r.problems else found
+    address = sections.address(r, node, "admin", Config().admin, sections.ADMIN_KEYS)
+    token = sections.admin_token(r, node, "admin")
+    return None if r.problems else (address, token)
 
 
 def parse_config(data: bytes | str, source: str = "<string>") -> Config:

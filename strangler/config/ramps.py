@@ -50,7 +50,8 @@ def ramp(r: Reader, node: Node, key: Node, path: str, *, split: tuple[tuple[str,
                       "a ramp moves shares between it and `to`")
         if to is not None and to_node is not None:
             if to == legacy:
-                r.problem(to_node, join(path, "to"), f"'{to}' is the legacy upstream: a ramp moves traffic away from it")
+                r.problem(to_node, join(path, "to"),
+                          f"'{to}' is the legacy upstream: a ramp moves traffic away from it")
             elif to not in names:
                 close = difflib.get_close_matches(to, names, n=1)
                 tip = f"did you mean '{close[0]}'?" if close else "the split names " + ", ".join(names)
@@ -62,7 +63,8 @@ def ramp(r: Reader, node: Node, key: Node, path: str, *, split: tuple[tuple[str,
     if len(r.problems) > before or None in (to, steps, every_s, gates, on_breach, split, legacy):
         return None
     assert to is not None and steps is not None and every_s is not None and split is not None and legacy is not None
-    found = Ramp(to=to, legacy=legacy, steps=steps, every_s=every_s, gates=gates, on_breach=on_breach)  # type: ignore[arg-type]
+    found = Ramp(to=to, legacy=legacy, steps=steps, every_s=every_s, gates=gates,  # type: ignore[arg-type]
+                 on_breach=on_breach)
     return dataclasses.replace(found, id=ramp_id(found, split))
 
 

@@ -314,15 +314,12 @@ class Controller:
 
     def document(self) -> dict[str, Any]:
         """GET /ramps."""
-        overlay = self._overlay()
-        ramps = [ramp_document(self._route(name), progress, overlay, thresholds(self._route(name).ramp))  # type: ignore[arg-type]
-                 for name, progress in self.ramps.items()]
+        ramps = [self.ramp_document(name) for name in self.ramps]
         return {"rollback_all": self.rollback_document(), "state_dir": str(self.store.directory),
                 "state": "refused: " + self.refused if self.refused else "ok", "ramps": ramps}
 
     def ramp_document(self, name: str) -> dict[str, Any]:
-        route = self._route(name)
-        return ramp_document(route, self.ramps[name], self._overlay(), thresholds(route.ramp))  # type: ignore[arg-type]
+        return ramp_document(self._route(name), self.ramps[name], self._overlay())
 
     def rollback_document(self) -> dict[str, Any]:
         if self.rollback is None:

@@ -75,9 +75,10 @@ def judge(ramp: Ramp, window: RouteWindow | None) -> Verdict:
             unsure.append(verdict("inconclusive", "max_error_rate_increase",
                                   f"{ramp.legacy} answered nothing in the window to compare with"))
         elif to_rate - legacy_rate > gates.max_error_rate_increase_percent:
-            breaches.append(verdict("breach", "max_error_rate_increase",
-                                    f"error rate of {ramp.to} {to_rate:.3g}% is {to_rate - legacy_rate:.3g} points over "
-                                    f"{ramp.legacy}'s {legacy_rate:.3g}%, more than {gates.max_error_rate_increase_percent:g}"))
+            breaches.append(verdict(
+                "breach", "max_error_rate_increase",
+                f"error rate of {ramp.to} {to_rate:.3g}% is {to_rate - legacy_rate:.3g} points over {ramp.legacy}'s "
+                f"{legacy_rate:.3g}%, more than {gates.max_error_rate_increase_percent:g}"))
     if gates.max_p95_ratio is not None:
         if to.p95_s is None or legacy.p95_s is None or legacy.p95_s <= 0:
             unsure.append(verdict("inconclusive", "max_p95_ratio", "no latency of both sides in the window"))

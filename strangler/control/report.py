@@ -9,6 +9,7 @@ from typing import Any
 from ..config.model import Route
 from ..metrics import ControlMetrics
 from ..overlay import Overlay
+from .gates import thresholds
 from .ramp import EVALUATED, STATES, RampProgress, next_step, step_index
 
 log = logging.getLogger("strangler.control")
@@ -83,7 +84,7 @@ class Reporter:
         metrics.rollback_all_active.set(1 if frozen else 0)
 
 
-def ramp_document(route: Route, progress: RampProgress, overlay: Overlay, thresholds: dict[str, Any]) -> dict[str, Any]:
+def ramp_document(route: Route, progress: RampProgress, overlay: Overlay) -> dict[str, Any]:
     ramp = route.ramp
     assert ramp is not None
     frozen = overlay.rollback_all_to is not None
@@ -102,7 +103,7 @@ def ramp_document(route: Route, progress: RampProgress, overlay: Overlay, thresh
         "next_step": next_step(ramp, progress.percent) if state not in ("done", "rolled_back") else None,
         "every_s": ramp.every_s,
         "on_breach": ramp.on_breach,
-        "gates": thresholds,
+        "gates": thresholds(ramp),
         "window_started_at": iso(progress.window_started_at) if evaluated else None,
         "next_evaluation_at": iso(progress.next_due_at) if evaluated else None,
         "last_decisions": [_shown_entry(entry) for entry in reversed(progress.decisions)],
