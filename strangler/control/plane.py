@@ -31,9 +31,10 @@ def _to_workers(holder: ConfigHolder, state_dir: str) -> Callable[[Overlay], Non
     path = Path(state_dir) / shares_file.SHARES_FILE
 
     def publish(overlay: Overlay) -> None:
-        # Each worker reads the file within its watch interval (reload.py); the parent's own
-        # runtime serves the admin API's view of the routes.
-        atomic_write(path, shares_file.encode(overlay))
+        # The parent's own runtime serves the admin API's view of the routes; each worker reads
+        # the file within its watch interval (reload.py). A file that cannot be written raises,
+        # and the controller tries again on its next tick.
         holder.apply_overlay(overlay)
+        atomic_write(path, shares_file.encode(overlay))
 
     return publish
