@@ -27,11 +27,13 @@ class ConfigHolder:
     """Owns the reference every request reads once; a reload builds aside and swaps it."""
 
     def __init__(self, path: str, metrics: Metrics, *, count_reloads: bool = True,
-                 connector: Connector | None = None, follow_shares: bool = False) -> None:
+                 connector: Connector | None = None, clock: Callable[[], float] = time.monotonic,
+                 follow_shares: bool = False) -> None:
         self.path = path
         self.metrics = metrics
         # How the upstream clients open connections (by default TCP); tests pass a scripted fake.
         self.connector = connector
+        self.clock = clock          # for the breakers and retry budgets it builds
         # With several workers the parent counts reloads once for all of them.
         self.count_reloads = count_reloads
         # A worker takes the shares its parent's controller decides from the state directory's shares file.
@@ -75,7 +77,7 @@ class ConfigHolder:
         if self.follow_shares:
             self._read_shares(config.state_dir)
         runtime, retired = build_runtime(config, self.metrics, self.runtime, connector=self.connector,
-                                         overlay=self.overlay)
+                                         clock=self.clock, overlay=self.overlay)
         previous, self.runtime = self.runtime, runtime
         self.last_error = None
         if self.count_reloads:
@@ -95,7 +97,7 @@ class ConfigHolder:
             if self.runtime is None:
                 return
             runtime, retired = build_runtime(self.runtime.config, self.metrics, self.runtime, connector=self.connector,
-                                             overlay=overlay)
+                                             clock=self.clock, overlay=overlay)
             self.runtime = runtime
         for client in retired:
             self._retire(client)
