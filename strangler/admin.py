@@ -1,4 +1,5 @@
-"""The admin listener: metrics, health, the live routing table, reload, the dashboard. Never on the public port."""
+"""The admin listener: metrics, health, the live routing table, reload, ramps and roll back all, the dashboard.
+Never on the public port; every POST goes through the admin guard (token, Origin)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .admin_guard import AdminGuard, admin_token
 from .config.loader import ConfigError
-from .dashboard import Dashboard, asset
+from .control.api import control_routes
+from .control.controller import Controller
+from .dashboard import Dashboard, DashboardSources, asset
 from .dashboard.assets import HEADERS as PAGE_HEADERS
 from .reload import ConfigHolder
 from .runtime import Runtime
@@ -63,7 +67,9 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
                 "headers": dict(match.headers),
                 "host": match.host,
             },
-            "split": {name: percent for name, percent in route.split},
+            "split": {name: percent for name, percent in route_rt.shares},      # in force
+            "config_split": {name: percent for name, percent in route.split},
+            "split_source": runtime.overlay.source_for(route),                  # config, ramp or rollback_all
             "fallback": route.fallback,
             "sticky": route.sticky.describe(),
             "strip_prefix": route.strip_prefix,
@@ -82,14 +88,25 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
     }
 
 
+def dashboard_sources(holder: ConfigHolder, controller: Controller | None) -> DashboardSources:
+    """What the dashboard shows beyond the proxy's own state: ramps and roll back all from the controller, and
+    whether its buttons need the admin token."""
+    return DashboardSources(
+        ramps=controller.document if controller is not None else None,
+        token_required=lambda: admin_token(holder.runtime.config if holder.runtime else None) is not None,
+    )
+
+
 def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None = None,
-                     workers: bool = False, dashboard: Dashboard | None = None) -> Starlette:
+                     workers: bool = False, controller: Controller | None = None,
+                     bound_host: str = "127.0.0.1", dashboard: Dashboard | None = None) -> AdminGuard:
     """With `workers`, live state comes from the workers' metrics and `on_reload` passes reloads on to them.
 
-    `dashboard` is the page's server side, whose history the caller runs; without one the page
-    still shows the live state, with no figures.
+    `controller` adds /ramps and /rollback-all; `bound_host` is the address the listener binds, for the
+    Origin check. `dashboard` is the page's server side, whose history the caller runs; without one the
+    page still shows the live state, with no figures.
     """
-    dashboard = dashboard or Dashboard(holder)
+    dashboard = dashboard or Dashboard(holder, dashboard_sources(holder, controller))
 
     def current_routes() -> dict[str, Any] | None:
         runtime = holder.runtime
@@ -157,13 +174,15 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
         return JSONResponse({"status": "reloaded", "version": runtime.config.sha256,
                              "loaded_at": _iso(runtime.loaded_at)})
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/metrics", metrics),
         Route("/health/live", live),
         Route("/health/ready", ready),
         Route("/routes", routes),
         Route("/reload", reload, methods=["POST"]),
+        *(control_routes(controller) if controller is not None else ()),
         Route("/", page),
         Route("/dashboard/{name}", page_file),
         Route("/dashboard.json", dashboard_json),
     ])
+    return AdminGuard(app, lambda: admin_token(holder.runtime.config if holder.runtime else None), bound_host)

@@ -49,7 +49,7 @@ class Metrics:
                                            ["upstream"], registry=r)
         self.inflight = Gauge("strangler_inflight_requests", "Requests in flight to an upstream.", ["upstream"],
                               registry=r, **live_sum)
-        self.split_percent = Gauge("strangler_split_percent", "The configured share of a route per upstream.",
+        self.split_percent = Gauge("strangler_split_percent", "The share of a route per upstream in force: the config's, or a ramp's or roll back all's.",
                                    ["route", "upstream"], registry=r, **live_max)
         self.reloads = Counter("strangler_config_reloads_total", "Config loads by result.", ["result"], registry=r)
         for result in ("success", "failure"):
@@ -64,6 +64,7 @@ class Metrics:
         # Which side of each route is the monolith, for queries that set new against legacy.
         self.route_legacy = Gauge("strangler_route_legacy_info", "1 for the upstream that is a route's legacy side.",
                                   ["route", "upstream"], registry=r, **live_max)
+        self.control = ControlMetrics(r)
         self._requests_cache: dict[tuple[str, str, str, int], Counter] = {}
         self._pair_cache: dict[tuple[str, str], PairMetrics] = {}
         self._inflight_cache: dict[str, Gauge] = {}
@@ -131,6 +132,32 @@ class PairMetrics:
         if child is None:
             child = self.attempt_outcomes[outcome] = self._metrics.attempts.labels(self._route, self._upstream, outcome)
         child.inc()
+
+
+# -- control plane: ramps and roll back all ----------------------------------------------------------
+# Set by the controller (the parent process with --workers); the data path writes none of these.
+
+class ControlMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        live_max = {"multiprocess_mode": "livemax"}
+        self.ramp_percent = Gauge("strangler_ramp_percent", "A ramped route's share per upstream in force.",
+                                  ["route", "upstream"], registry=r, **live_max)
+        self.ramp_state = Gauge("strangler_ramp_state", "1 for a ramp's current state, 0 for the others.",
+                                ["route", "state"], registry=r, **live_max)
+        self.ramp_decisions = Counter("strangler_ramp_decisions_total", "Ramp decisions, and the gate that decided.",
+                                      ["route", "decision", "gate"], registry=r)
+        self.rollback_all_active = Gauge("strangler_rollback_all_active", "1 while roll back all holds.",
+                                         registry=r, **live_max)
+        self.controller_errors = Counter("strangler_controller_errors_total",
+                                         "Exceptions in the controller (the proxy serves on with the last shares).",
+                                         registry=r)
+
+    @staticmethod
+    def retire(metric: Gauge, *labels: str) -> None:
+        # Zero before removing: in multiprocess mode the last value stays in the process's file.
+        metric.labels(*labels).set(0)
+        metric.remove(*labels)
 
 
 Sample = tuple[str, dict[str, str], float]

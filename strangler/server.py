@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from .admin import create_admin_app
+from .admin import create_admin_app, dashboard_sources
 from .app import ProxyApp
+from .control.plane import local_controller
 from .dashboard import Dashboard
 from .protocol import LimitedHttpToolsProtocol
 from .reload import ConfigHolder
@@ -61,11 +62,16 @@ async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
     app = ProxyApp(holder, watch=options.watch)
     proxy = uvicorn.Server(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
                                                 options.graceful_timeout_s))
-    dashboard = Dashboard(holder)
-    admin = _AdminServer(uvicorn.Config(create_admin_app(holder, dashboard=dashboard), host=options.admin_host,
-                                        port=options.admin_port, log_level=options.log_level, lifespan="off",
-                                        access_log=False, server_header=False))
+    # The controller puts its state's shares (a ramp's step, roll back all) in force before the first request.
+    controller = local_controller(holder)
+    controller.start()
+    dashboard = Dashboard(holder, dashboard_sources(holder, controller))
+    admin_app = create_admin_app(holder, controller=controller, bound_host=options.admin_host, dashboard=dashboard)
+    admin = _AdminServer(uvicorn.Config(admin_app, host=options.admin_host, port=options.admin_port,
+                                        log_level=options.log_level, lifespan="off", access_log=False,
+                                        server_header=False))
     admin_task = asyncio.create_task(admin.serve())
+    control_task = asyncio.create_task(controller.run())
     history_task = asyncio.create_task(dashboard.run())
     runtime = holder.runtime
     log.info("strangler.started listen=http://%s:%d admin=http://%s:%d config=%s version=%s",
@@ -74,9 +80,10 @@ async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
     try:
         await proxy.serve()
     finally:
+        control_task.cancel()
         history_task.cancel()
         admin.should_exit = True
-        await asyncio.gather(admin_task, history_task, return_exceptions=True)
+        await asyncio.gather(admin_task, control_task, history_task, return_exceptions=True)
         log.info("strangler.stopped")
 
 

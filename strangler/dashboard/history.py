@@ -32,9 +32,10 @@ PROGRESS_WINDOW_S = 5 * 60.0   # the share served by new upstreams; shadow match
 # Families as prometheus_client names them (counters without _total).
 FAMILIES = frozenset({"strangler_requests", "strangler_request_duration_seconds", "strangler_fallbacks",
                       "strangler_shadow_requests"})
-# A shadow answer that differs only where the primary differs from itself is a match.
+# As a ramp's min_shadow_match counts: an answer that differs only where the primary differs from
+# itself (noise) agrees; a copy that failed or was skipped was never compared.
 SHADOW_AGREED = frozenset({"match", "noise"})
-SHADOW_COMPARED = SHADOW_AGREED | {"mismatch", "shadow_error"}
+SHADOW_COMPARED = SHADOW_AGREED | {"mismatch"}
 
 Point = tuple[float | None, ...]   # new rps, legacy rps, new error rate, legacy error rate, new p95 ms, legacy p95 ms
 

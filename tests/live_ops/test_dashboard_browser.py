@@ -262,7 +262,7 @@ def test_roll_back_everything_sends_every_request_to_legacy_until_lifted(site: S
     assert site.console == []
 
 
-def test_a_cross_site_post_is_refused(site: Site) -> None:
+def test_a_cross_site_post_is_refused(site: Site, browser: Any) -> None:
     """Another site's page cannot drive the admin API: its POSTs carry its own Origin and get 403."""
     admin = site.proxy.admin_url
     if not rollback_all_exists(admin):
@@ -271,7 +271,7 @@ def test_a_cross_site_post_is_refused(site: Site) -> None:
     assert direct.status_code == 403 and direct.headers["content-type"] == "application/problem+json"
     elsewhere = ThreadedServer(CrossSitePage(admin)).start()
     try:
-        page = site.page.context.new_page()
+        page = browser.new_page()
         answers: list[tuple[str, int]] = []
         page.on("response", lambda response: answers.append((response.url, response.status))
                 if response.request.method == "POST" else None)

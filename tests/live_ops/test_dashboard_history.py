@@ -147,7 +147,7 @@ def test_shadow_match_rate_and_fallbacks_come_from_their_counters() -> None:
     counters.fallbacks["orders"] = 3
     advance(found, clock)
     orders = found.latest.routes["orders"]
-    assert orders["shadow"]["match_rate"] == 0.98                      # skipped copies were never compared
+    assert orders["shadow"]["match_rate"] == 0.9899                    # failed and skipped copies were never compared
     assert orders["shadow"]["upstreams"] == ["orders"]
     assert orders["fallbacks_per_min"] == 36.0
     assert found.latest.routes["everything"]["shadow"] is None

@@ -327,15 +327,17 @@ function render(data) {
   setText($("breakers-open"), `${open} open`);
   setClass($("breakers-open"), "bad-text", open > 0);
   const features = data.features;
+  const ramps = data.routes.filter((route) => route.ramp).length;
   const notes = [`${halfOpen} half-open`];
-  if (!features.ramps) notes.push("ramps: not configured");
+  if (!features.ramps) notes.push("ramps and roll back all: not configured");
   else if (!features.ramps_available) notes.push("ramps: unavailable");
+  else notes.push(ramps ? `${ramps} ramp${ramps > 1 ? "s" : ""}` : "no ramps");
   if (!features.shadow) notes.push("shadow: not configured");
   setText($("features"), notes.join(" · "));
 
   const table = $("routes");
   setClass(table, "no-shadow", !features.shadow);
-  setClass(table, "no-ramp", !features.ramps);
+  setClass(table, "no-ramp", ramps === 0);
   $("rollback-all").hidden = !features.ramps;
   renderBanner(data.rollback_all);
 
