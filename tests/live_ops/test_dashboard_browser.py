@@ -22,13 +22,11 @@ from typing import Any
 import httpx
 import pytest
 
-from strangler.config.model import Upstream
 from tests.support.browser import chromium
 from tests.support.metrics import routes as get_routes
 from tests.support.servers import REPO, Named, ProxyProcess, ThreadedServer, wait_until
 
 SCREENSHOT = REPO / "docs" / "dashboard.png"
-ROLE = ", role: legacy" if "role" in Upstream.__dataclass_fields__ else ""   # with ramps and roll back all
 
 
 class Breakable:
@@ -93,7 +91,7 @@ def site(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sit
     config.write_text(f"""
 version: 1
 upstreams:
-  legacy: {{url: "{legacy}"{ROLE}}}
+  legacy: {{url: "{legacy}", role: legacy}}
   orders: {{url: "{orders}"}}
   inventory: {{url: "{inventory_server}"}}
   payments: {{url: "{payments}"}}
@@ -109,6 +107,7 @@ routes:
     match: {{path: /api/orders, methods: [GET, HEAD]}}
     split: {{orders: 25, legacy: 75}}
     fallback: legacy
+    ramp: {{to: orders, steps: [25, 50, 100], every: 10m}}      # no decision while the tests run
   - name: orders-write
     match: {{path: /api/orders, methods: [POST, PUT, PATCH, DELETE]}}
     to: legacy
@@ -169,10 +168,6 @@ def upstreams_of(url: str, count: int) -> Counter[str]:
             client.cookies.clear()          # no strangler_cohort cookie: a new visitor
             found[client.get(url).headers.get("x-strangler-upstream", "?")] += 1
     return found
-
-
-def rollback_all_exists(admin_url: str) -> bool:
-    return httpx.get(admin_url + "/ramps", timeout=5).status_code != 404
 
 
 def test_the_page_loads_from_the_listener_alone_with_no_console_errors(site: Site) -> None:
@@ -236,9 +231,38 @@ def test_an_upstream_made_to_fail_shows_its_breaker_open(site: Site) -> None:
     assert site.console == []
 
 
+def ramp_of(admin_url: str, route: str) -> dict:
+    return next(ramp for ramp in httpx.get(admin_url + "/ramps", timeout=5).json()["ramps"] if ramp["route"] == route)
+
+
+def test_the_ramp_buttons_pause_resume_and_roll_back_a_ramp(site: Site) -> None:
+    page, admin = site.page, site.proxy.admin_url
+    row = page.locator('tr[data-route="orders-read"]')
+    state = row.locator(".ramp-state .state")
+    wait_until(lambda: state.inner_text() == "running", timeout_s=10, what="the ramp shown running")
+    assert "step 1/3" in row.locator(".ramp-state").inner_text()
+    assert "next decision in" in row.locator(".ramp-next").inner_text()
+    row.locator('button[data-action="pause"]').click()
+    wait_until(lambda: ramp_of(admin, "orders-read")["state"] == "paused", timeout_s=5, what="the ramp paused")
+    wait_until(lambda: state.inner_text() == "paused", timeout_s=10, what="the page to show it paused")
+    row.locator('button[data-action="resume"]').click()
+    wait_until(lambda: ramp_of(admin, "orders-read")["state"] == "running", timeout_s=5, what="the ramp resumed")
+    # Rolling one ramp back asks first; its route then goes to legacy, and resuming starts from the config.
+    row.locator('button[data-action="rollback"]').click()
+    page.locator("#confirm-ramp-reason").fill("totals differ")
+    page.locator("#confirm-ramp-go").click()
+    wait_until(lambda: ramp_of(admin, "orders-read")["state"] == "rolled_back", timeout_s=5, what="the ramp rolled back")
+    wait_until(lambda: next(r for r in shown_routes(page) if r["name"] == "orders-read")["split"]
+               == {"orders": 0, "legacy": 100}, timeout_s=10, what="the page to show orders-read on legacy")
+    assert ramp_of(admin, "orders-read")["history"][0]["reason"] == "totals differ"
+    row.locator('button[data-action="resume"]').click()
+    wait_until(lambda: ramp_of(admin, "orders-read")["split"] == {"orders": 25, "legacy": 75}, timeout_s=5,
+               what="the ramp to start again at its first step")
+    wait_until(lambda: state.inner_text() == "running", timeout_s=10, what="the page to show it running")
+    assert site.console == []
+
+
 def test_roll_back_everything_sends_every_request_to_legacy_until_lifted(site: Site) -> None:
-    if not rollback_all_exists(site.proxy.admin_url):
-        pytest.skip("roll back all (POST /rollback-all) is not on this build: it comes with ramps")
     page, admin = site.page, site.proxy.admin_url
     page.locator("#rollback-all").click()
     page.locator("#confirm-all-reason").fill("orders answers wrong totals")
@@ -265,8 +289,6 @@ def test_roll_back_everything_sends_every_request_to_legacy_until_lifted(site: S
 def test_a_cross_site_post_is_refused(site: Site, browser: Any) -> None:
     """Another site's page cannot drive the admin API: its POSTs carry its own Origin and get 403."""
     admin = site.proxy.admin_url
-    if not rollback_all_exists(admin):
-        pytest.skip("the admin listener's Origin check comes with ramps and roll back all; not on this build")
     direct = httpx.post(admin + "/rollback-all", json={"reason": "x"}, headers={"Origin": "http://elsewhere.example"})
     assert direct.status_code == 403 and direct.headers["content-type"] == "application/problem+json"
     elsewhere = ThreadedServer(CrossSitePage(admin)).start()
