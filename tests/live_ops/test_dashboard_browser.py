@@ -29,21 +29,6 @@ from tests.support.servers import REPO, Named, ProxyProcess, ThreadedServer, wai
 SCREENSHOT = REPO / "docs" / "dashboard.png"
 
 
-class Breakable:
-    """Answers with its name, or 503 while `failing`."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.failing = False
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        status, body = (503, b"down") if self.failing else (200, self.name.encode())
-        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": body})
-
-
 class CrossSitePage:
     """Another site's page (another origin): its script POSTs to the admin listener as a browser lets any page."""
 
@@ -67,7 +52,7 @@ class CrossSitePage:
 @dataclass
 class Site:
     proxy: ProxyProcess
-    inventory: Breakable
+    inventory: Named
     page: Any
     console: list[str]
     elsewhere: list[str]          # requests the page made to anything but its own listener
@@ -83,7 +68,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def site(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("dashboard")
-    inventory = Breakable("inventory")
+    inventory = Named("inventory")
     upstreams = [ThreadedServer(app).start() for app in (Named("legacy"), Named("orders"), inventory, Named("payments"))]
     legacy, orders, inventory_server, payments = (server.url for server in upstreams)
     config = tmp / "routes.yaml"

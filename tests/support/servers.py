@@ -160,16 +160,18 @@ class GetInThread:
 
 
 class Named:
-    """An ASGI app that answers every request 200 with its name, as text/plain."""
+    """An ASGI app that answers every request 200 with its name, as text/plain; 503 while `failing` is set."""
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.failing = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-        await send({"type": "http.response.body", "body": self.name.encode()})
+        status, body = (503, b"down") if self.failing else (200, self.name.encode())
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": body})
 
 
 class Recorder:
