@@ -13,6 +13,7 @@ and prints the table. Standard library only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import http.client
 import json
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -288,6 +290,7 @@ class DashboardCost:
     open: Contender
     polls: int = 0
     failures: list[str] = field(default_factory=list)
+    idle_cpu_ms_per_s: dict[str, float] = field(default_factory=dict)    # "closed", "open": with no traffic
 
     def cpu_ratio(self) -> float | None:
         closed, opened = _median_cost(self.closed), _median_cost(self.open)
@@ -309,13 +312,31 @@ def measure_dashboard_cost(strangler: Contender, admin_port: int, scripts: dict[
     s1 = SCENARIOS[0]
     cost = DashboardCost(Contender("dashboard closed", "", port=strangler.port, process=strangler.process),
                          Contender("dashboard open", "", port=strangler.port, process=strangler.process))
-    for _ in range(args.rounds):
-        measure(cost.closed, s1, scripts, wrk, args, origin_pid)
-        with DashboardPoller(admin_port) as poller:
-            measure(cost.open, s1, scripts, wrk, args, origin_pid)
-        cost.polls += poller.polls
-        cost.failures += poller.failures
+    for index in range(args.rounds):
+        # Closed-open, then open-closed: a drift in the machine's load weighs on both alike.
+        for opened in ((False, True) if index % 2 == 0 else (True, False)):
+            if not opened:
+                measure(cost.closed, s1, scripts, wrk, args, origin_pid)
+                continue
+            with DashboardPoller(admin_port) as poller:
+                measure(cost.open, s1, scripts, wrk, args, origin_pid)
+            cost.polls += poller.polls
+            cost.failures += poller.failures
+    # The same with no traffic at all: the proxy's own CPU time, which other work on the machine hardly
+    # changes, shows what the open page costs by itself.
+    for side in ("closed", "open"):
+        with DashboardPoller(admin_port) if side == "open" else contextlib.nullcontext():
+            cost.idle_cpu_ms_per_s[side] = _idle_cpu_ms_per_s(strangler.process.pid, IDLE_S)
     return cost
+
+
+IDLE_S = 30.0
+
+
+def _idle_cpu_ms_per_s(pid: int, seconds: float) -> float:
+    before, started = harness.tree_cpu_s(pid), time.monotonic()
+    time.sleep(seconds)
+    return (harness.tree_cpu_s(pid) - before) * 1000 / (time.monotonic() - started)
 
 
 LOG_PROBLEM = re.compile(r"\b(ERROR|CRITICAL|WARNING|Traceback|\[(emerg|alert|crit|error)\])\b")
@@ -436,6 +457,17 @@ def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traf
                          fmt(_median_cost(side), 1),
                          "-" if result is None else _cpu_share(result, proxy=False)])
         lines += [markdown_table(["S1", "req/s", "p99 ms", "CPU µs/req (median)", "other load"], rows), ""]
+        idle = dashboard.idle_cpu_ms_per_s
+        if len(idle) == 2:
+            closed = dashboard.closed.result(SCENARIOS[0])
+            busy = closed.requests_per_s * _median_cost(dashboard.closed) / 1000 if closed and _median_cost(
+                dashboard.closed) else None
+            lines += [f"With no traffic, over {IDLE_S:g} s each: the proxy used {idle['closed']:.2f} ms of CPU per "
+                      f"second with the dashboard closed (its health checks, config watch, controller and the "
+                      f"history), {idle['open']:.2f} ms with it open: the open page costs "
+                      f"{idle['open'] - idle['closed']:.2f} ms per second"
+                      + (f", {(idle['open'] - idle['closed']) / busy:.2%} of the CPU S1 used per second "
+                         f"({busy:.0f} ms)." if busy else "."), ""]
         if dashboard.failures:
             lines += [f"The poller failed: {'; '.join(dashboard.failures[:3])}", ""]
 

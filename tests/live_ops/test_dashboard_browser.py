@@ -320,6 +320,53 @@ def _scene_for_the_picture(site: Site) -> Iterator[None]:
             thread.join()
 
 
+def test_the_page_asks_for_the_admin_token_once_and_sends_it_with_every_change(browser: Any, start_upstream,
+                                                                                 start_proxy) -> None:
+    token = "correct horse battery staple"
+    legacy, orders = start_upstream(Named("legacy")), start_upstream(Named("orders"))
+    proxy = start_proxy(f"""
+version: 1
+admin: {{token: "{token}"}}
+upstreams:
+  legacy: {{url: "{legacy.url}", role: legacy}}
+  orders: {{url: "{orders.url}"}}
+routes:
+  - name: orders-read
+    match: {{path: /api/orders}}
+    split: {{orders: 25, legacy: 75}}
+    fallback: legacy
+    ramp: {{to: orders, steps: [25, 50, 100], every: 10m}}
+""")
+    page = browser.new_page()
+    sent: list[tuple[str, str | None, str | None]] = []
+    page.on("request", lambda request: sent.append((request.url.rsplit("/", 1)[-1], request.headers.get(
+        "authorization"), request.headers.get("x-strangler-admin"))) if request.method == "POST" else None)
+    try:
+        page.goto(proxy.admin_url + "/")
+        state = page.locator('tr[data-route="orders-read"] .ramp-state .state')
+        wait_until(lambda: state.count() == 1 and state.inner_text() == "running", timeout_s=10, what="the ramp")
+        dialog, field = page.locator("#token-dialog"), page.locator("#token-input")
+        page.locator('tr[data-route="orders-read"] button[data-action="pause"]').click()
+        dialog.wait_for(state="visible", timeout=5_000)       # asked before the first change
+        field.fill("a wrong guess")
+        field.press("Enter")
+        dialog.wait_for(state="visible", timeout=5_000)       # refused (401): asked again
+        wait_until(lambda: len(sent) == 1, timeout_s=5, what="the refused POST")
+        field.fill(token)
+        page.locator("#token-go").click()
+        wait_until(lambda: ramp_of(proxy.admin_url, "orders-read")["state"] == "paused", timeout_s=5,
+                   what="the ramp paused")
+        page.locator('tr[data-route="orders-read"] button[data-action="resume"]').click()
+        wait_until(lambda: ramp_of(proxy.admin_url, "orders-read")["state"] == "running", timeout_s=5,
+                   what="the ramp resumed, without asking again")
+        assert dialog.is_hidden()
+        assert sent == [("pause", "Bearer a wrong guess", "1"), ("pause", f"Bearer {token}", "1"),
+                        ("resume", f"Bearer {token}", "1")]
+        assert page.evaluate("sessionStorage.getItem('strangler.adminToken')") == token
+    finally:
+        page.close()
+
+
 LONG_TASKS = """
     window.longTasks = [];
     new PerformanceObserver((list) => list.getEntries().forEach((task) => window.longTasks.push(
