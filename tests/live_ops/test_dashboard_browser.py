@@ -1,8 +1,10 @@
 """The dashboard as a person sees it: headless Chromium on GET / of a real `strangler run` with real upstreams.
 
-One proxy with the demo's shape of routes serves the whole module, and one page
-stays open on its admin listener while the tests, in order, send traffic, break
-an upstream, roll everything back and lift it, and try a cross-site POST. Every
+One proxy with the demo's shape of routes (and a ramp) serves most of the module,
+and one page stays open on its admin listener while the tests, in order, send
+traffic, break an upstream, steer the ramp, roll everything back and lift it, and
+try a cross-site POST. Others start their own: an admin token, 200 routes, and an
+admin app in-process whose shadow counters and document the test sets. Every
 wait polls with a deadline. `make screenshot` (STRANGLER_SCREENSHOT=1) saves the
 page to docs/dashboard.png, the picture the README shows; otherwise it goes to
 the test's temporary folder.
@@ -21,7 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import Counter as PrometheusCounter
 
+from strangler.admin import create_admin_app
+from strangler.dashboard import Dashboard, DashboardSources
+from strangler.metrics import Metrics
+from strangler.reload import ConfigHolder
 from tests.support.browser import chromium
 from tests.support.metrics import routes as get_routes
 from tests.support.servers import REPO, Named, ProxyProcess, ThreadedServer, wait_until
@@ -365,6 +372,47 @@ routes:
         assert page.evaluate("sessionStorage.getItem('strangler.adminToken')") == token
     finally:
         page.close()
+
+
+def test_the_shadow_column_shows_the_match_rate_the_fields_that_differ_and_the_samples(
+        browser: Any, tmp_path: Path) -> None:
+    """Shadow traffic reaches the page through its counters and GET /shadow's document (DashboardSources)."""
+    path = tmp_path / "routes.yaml"
+    path.write_text("""
+version: 1
+upstreams:
+  legacy: {url: "http://127.0.0.1:9", role: legacy}
+  orders: {url: "http://127.0.0.1:9"}
+routes:
+  - name: orders-read
+    match: {path: /api/orders}
+    to: legacy
+""")
+    holder = ConfigHolder(str(path), Metrics())
+    holder.reload()
+    copies = PrometheusCounter("strangler_shadow_requests_total", "Shadow copies.", ["route", "shadow", "result"],
+                      registry=holder.metrics.registry)
+    listed = {"routes": [{"route": "orders-read", "shadow": "orders", "match_rate": 0.5,
+                          "top_fields": [{"field": "$.total_cents", "count": 12}, {"field": "$.lines[*].sku", "count": 3}]}]}
+    dashboard = Dashboard(holder, DashboardSources(shadow=lambda: listed))
+    dashboard.history.tick()
+    copies.labels("orders-read", "orders", "match").inc(970)
+    copies.labels("orders-read", "orders", "mismatch").inc(30)
+    copies.labels("orders-read", "orders", "skipped").inc(400)
+    dashboard.history.tick()
+    with ThreadedServer(create_admin_app(holder, dashboard=dashboard)) as admin:
+        page = browser.new_page()
+        try:
+            page.goto(admin.url + "/")
+            cell = page.locator('tr[data-route="orders-read"] .shadow')
+            cell.locator(".rate").wait_for(timeout=10_000)
+            assert cell.locator(".rate").inner_text() == "97.00% match"       # from the counters
+            assert "bad-text" in cell.locator(".rate").get_attribute("class")  # under 99%
+            assert cell.locator("li").all_inner_texts() == ["$.total_cents (12)", "$.lines[*].sku (3)"]
+            assert cell.locator("a").get_attribute("href") == "shadow/orders-read/samples"
+            assert page.locator("th.col-shadow").is_visible()
+        finally:
+            page.close()
 
 
 LONG_TASKS = """

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import httpx
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.support.configs import catch_all
@@ -175,3 +176,46 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(start_upstream, start_p
     assert response.content == SlowUpstream.BODY
     assert proxy.process.wait(timeout=15) == 0
     assert proxy.terminate() == 0
+
+
+def test_with_workers_the_dashboard_counts_what_every_worker_served(tmp_path: Path, start_upstream) -> None:
+    """The parent's admin listener keeps the dashboard's history from every worker's metrics files."""
+    legacy, orders = start_upstream(Named("legacy")), start_upstream(Named("orders"))
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    path = tmp_path / "routes.yaml"
+    path.write_text(f"""
+version: 1
+upstreams:
+  legacy: {{url: "{legacy.url}"}}
+  orders: {{url: "{orders.url}"}}
+routes:
+  - name: all
+    match: {{path: /}}
+    split: {{orders: 40, legacy: 60}}
+    sticky: none
+""")
+    proxy = ProxyProcess(path, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}).start()
+    try:
+        served: Counter[str] = Counter()
+
+        def served_by_both_workers() -> bool:
+            served.update(send_on_fresh_connections(proxy.url, 100))
+            counted = per_process(metrics_dir, "counter", "strangler_requests_total")
+            return len([pid for pid, value in counted.items() if value and pid != proxy.pid]) == 2
+
+        wait_until(served_by_both_workers, timeout_s=15, what="both workers to serve requests")
+
+        def dashboard() -> dict:
+            return httpx.get(proxy.admin_url + "/dashboard.json", timeout=5).json()
+
+        total = sum(served.values())
+        wait_until(lambda: dashboard()["progress"]["requests"] == total, timeout_s=20, interval_s=0.5,
+                   what=f"the dashboard to count {total} requests across workers")
+        found = dashboard()
+        assert abs(found["progress"]["new_share"] - served["orders"] / total) < 1e-3
+        [route] = found["routes"]
+        assert route["figures"]["new"]["requests_per_s"] > 0 and route["figures"]["legacy"]["requests_per_s"] > 0
+        assert route["breakers"] == {"orders": "closed", "legacy": "closed"}
+    finally:
+        assert proxy.terminate() == 0
