@@ -20,6 +20,19 @@ def request_id_of(raw_headers: list[tuple[bytes, bytes]]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class PartOutcome:
+    """One part of a composite answer: what became of it, and how long it took."""
+
+    name: str
+    upstream: str
+    outcome: str                 # ok, or why it is missing (not_found, http_5xx, not_json, too_large, timeout,
+                                 # connect_error, circuit_open, bulkhead_full..., abandoned)
+    status: int | None           # the part's HTTP status, when it answered
+    attempts: int
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class RequestOutcome:
     """One request, over: what the recorder turns into metrics and an access log line."""
 
@@ -32,13 +45,14 @@ class RequestOutcome:
     fallback_reason: str | None
     reason: str | None           # the proxy's reason flag when it made or broke the answer
     duration_s: float
+    parts: tuple[PartOutcome, ...] = ()    # a composite answer's parts, in the route's order
 
 
 class RequestTrace:
     """The decisions made so far for one request; written by the pipeline alone."""
 
     __slots__ = ("request_id", "method", "started", "route", "upstream", "status", "attempts",
-                 "upstream_attempts", "fallback_reason", "new_cohort", "error")
+                 "upstream_attempts", "fallback_reason", "new_cohort", "error", "parts")
 
     def __init__(self, request_id: str, method: str) -> None:
         self.request_id = request_id
@@ -52,6 +66,7 @@ class RequestTrace:
         self.fallback_reason: str | None = None
         self.new_cohort: str | None = None  # a cohort id to set as a cookie on the answer
         self.error: BaseException | None = None
+        self.parts: tuple[PartOutcome, ...] = ()
 
     def freeze(self) -> RequestOutcome:
         reason = getattr(getattr(self.error, "reason", None), "flag", None)
@@ -59,4 +74,5 @@ class RequestTrace:
             request_id=self.request_id, method=self.method, route=self.route, upstream=self.upstream,
             status=self.status if self.status is not None else 499, attempts=self.attempts,
             fallback_reason=self.fallback_reason, reason=reason, duration_s=time.perf_counter() - self.started,
+            parts=self.parts,
         )

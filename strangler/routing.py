@@ -65,7 +65,11 @@ def host_matches(route_host: str, request_host: str | None) -> bool:
 
 def route_matches(route: Route, request: RequestHead) -> bool:
     match = route.match
-    if not covers(match.path, request.path):
+    template = match.template
+    if template is None:
+        if not covers(match.path, request.path):
+            return False
+    elif template.match(request.path) is None:
         return False
     if match.methods is not None and request.method not in match.methods:
         return False

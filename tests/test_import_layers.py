@@ -40,7 +40,7 @@ STRANGLER_LAYERS = [
                 "strangler.metrics", "strangler.problem", "strangler.outcome"}),
     ("runtime", {"strangler.runtime", "strangler.reload", "strangler.health", "strangler.recorder",
                  "strangler.lease"}),
-    ("pipeline", {"strangler.pipeline", "strangler.forwarder"}),
+    ("pipeline", {"strangler.pipeline", "strangler.forwarder", "strangler.compose"}),
     ("control plane", {"strangler.control"}),
     ("apps and command line", {"strangler.app", "strangler.protocol", "strangler.admin", "strangler.server",
                                "strangler.workers", "strangler.explain", "strangler.cli", "strangler.__main__",

@@ -141,7 +141,7 @@ def route_path(text: str) -> str:
     for bad, what in (("?", "'?'"), ("#", "'#'"), ("\\", "a backslash"), ("//", "'//'")):
         if bad in text:
             raise ValueError(f"path must not contain {what}, found '{text}'")
-    segments = [_normalize_segment(segment, text) for segment in text.split("/")[1:]]
+    segments = [normalize_segment(segment, text) for segment in text.split("/")[1:]]
     if any(segment in (".", "..") for segment in segments):
         raise ValueError(f"path must not contain '.' or '..' segments, found '{text}'")
     path = "/" + "/".join(segments)
@@ -149,7 +149,7 @@ def route_path(text: str) -> str:
     return path.rstrip("/") or "/"
 
 
-def _normalize_segment(segment: str, whole: str) -> str:
+def normalize_segment(segment: str, whole: str) -> str:
     # Requests are matched after their path is normalized (unreserved escapes
     # decoded, other escapes upper-cased, other bytes encoded), so a prefix
     # written any other way would never match.
