@@ -56,6 +56,8 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
                 "host": match.host,
             },
             "split": {name: percent for name, percent in route.split},
+            "compose": {part.name: {"upstream": part.upstream, "path": part.target.text, "required": part.required}
+                        for part in route.compose} or None,
             "fallback": route.fallback,
             "sticky": route.sticky.describe(),
             "strip_prefix": route.strip_prefix,

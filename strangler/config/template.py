@@ -79,6 +79,8 @@ def parse_path_template(text: str) -> PathTemplate:
             raise ValueError(f"path must not contain {what}, found '{text}'")
     segments: list[str | Variable] = []
     for raw in text.rstrip("/").split("/")[1:]:
+        if segments and type(segments[-1]) is Variable and segments[-1].rest:
+            raise ValueError(f"{{{segments[-1].name}:path}} takes the rest of the path: it must come last in '{text}'")
         variable = _VARIABLE.fullmatch(raw)
         if variable is None:
             if "{" in raw or "}" in raw:
@@ -94,8 +96,6 @@ def parse_path_template(text: str) -> PathTemplate:
                              f"{{{name}:path}} the rest of the path")
         if any(type(seen) is Variable and seen.name == name for seen in segments):
             raise ValueError(f"variable '{name}' appears twice in '{text}'")
-        if segments and type(segments[-1]) is Variable and segments[-1].rest:
-            raise ValueError(f"{{{segments[-1].name}:path}} takes the rest of the path: it must come last in '{text}'")
         segments.append(Variable(name, rest=kind == "path"))
     literal = []
     for segment in segments:
