@@ -22,7 +22,8 @@ PARTIAL_KEY = "partial"
 UpstreamRef = Callable[[Node, str], "str | None"]
 
 
-def parts(r: Reader, fields: Fields, path: str, match: Match | None, upstream_ref: UpstreamRef) -> tuple[Part, ...] | None:
+def parts(r: Reader, fields: Fields, path: str, match: Match | None,
+          upstream_ref: UpstreamRef) -> tuple[Part, ...] | None:
     """The parts of `compose`, or None when any is wrong; `match` None when the route's match did not read."""
     for key in NOT_WITH_COMPOSE:
         if key in fields:

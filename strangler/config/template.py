@@ -84,7 +84,8 @@ def parse_path_template(text: str) -> PathTemplate:
         variable = _VARIABLE.fullmatch(raw)
         if variable is None:
             if "{" in raw or "}" in raw:
-                raise ValueError(f"a template variable must be a whole segment, {{name}} or {{name:path}}: found '{raw}'")
+                raise ValueError("a template variable must be a whole segment, {name} or {name:path}: "
+                                 f"found '{raw}'")
             segment = normalize_segment(raw, text)
             if segment in (".", ".."):
                 raise ValueError(f"path must not contain '.' or '..' segments, found '{text}'")
