@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from ..errors import BadPath
-from .values import normalize_segment
+from .values import check_path, normalize_segment
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _VARIABLE = re.compile(r"\{(" + _NAME + r")(?::([^{}]*))?\}")
@@ -72,11 +72,7 @@ class PathTemplate:
 
 def parse_path_template(text: str) -> PathTemplate:
     """A template from `match.path`; ValueError says what is wrong with it."""
-    if not text.startswith("/"):
-        raise ValueError(f"path must start with '/', found '{text}'")
-    for bad, what in (("?", "'?'"), ("#", "'#'"), ("\\", "a backslash"), ("//", "'//'")):
-        if bad in text:
-            raise ValueError(f"path must not contain {what}, found '{text}'")
+    check_path(text)
     segments: list[str | Variable] = []
     for raw in text.rstrip("/").split("/")[1:]:
         if segments and type(segments[-1]) is Variable and segments[-1].rest:
@@ -135,12 +131,10 @@ class PartTarget:
 
 def parse_part_target(text: str) -> PartTarget:
     """A part's `path`, `/path/{name}/?key={name}`; ValueError says what is wrong with it."""
-    if not text.startswith("/"):
-        raise ValueError(f"path must start with '/', found '{text}'")
     path, mark, query = text.partition("?")
-    for bad, what in (("#", "'#'"), ("\\", "a backslash"), ("//", "'//'")):
-        if bad in path or (bad == "#" and bad in query):
-            raise ValueError(f"path must not contain {what}, found '{text}'")
+    check_path(path)
+    if "#" in query:
+        raise ValueError(f"path must not contain '#', found '{text}'")
     pieces: list[str | Slot] = []
     for segment in path.split("/")[1:]:
         pieces.append("/")

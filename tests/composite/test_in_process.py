@@ -13,7 +13,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.forwarding.test_pipeline_in_process import LEGACY, NEW, STEPS, FakeClock, Proxy, settle
+from tests.forwarding.test_pipeline_in_process import LEGACY, NEW, STEPS, FakeClock, Proxy, outcome, settle
 from tests.support.fake_upstream import FakeUpstreams, Reply
 
 JSON = [("Content-Type", "application/json")]
@@ -87,16 +87,7 @@ def test_every_parts_slot_and_permit_is_given_back_exactly_once(tmp_path, new_st
             fake.upstream(LEGACY).script(*(PART_STEPS[step] for step in legacy_steps))
             p = Proxy(tmp_path, config(required=required, attempts=attempts), fake, FakeClock())
             task = asyncio.ensure_future(p.request(method, "/s/7"))
-            if cancelled:
-                for _ in range(cancel_after):      # the cancellation lands on whichever await comes next
-                    if task.done():
-                        break
-                    await asyncio.sleep(0)
-                task.cancel()
-            try:
-                answer = await task
-            except asyncio.CancelledError:
-                answer = None
+            answer = await outcome(task, cancel_after if cancelled else None)
             if answer is not None and answer.status == 200:
                 assert answer.complete
                 if method == "GET":
