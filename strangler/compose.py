@@ -61,10 +61,10 @@ async def answer(runtime: Runtime, route_rt: RouteRuntime, head: RequestHead, he
     finally:
         trace.parts = tuple(fetch.outcome() for fetch in fetches)
         trace.attempts = sum(fetch.forwarder.trace.attempts for fetch in fetches)
-    for fetch in fetches:
-        if fetch.part.required and fetch.body is None:
-            trace.upstream = fetch.part.upstream
-            raise fetch.failure(route.name, route.timeout_s)
+    decided = next((fetch for fetch in fetches if fetch.decides and fetch.outcome_flag != "abandoned"), None)
+    if decided is not None:
+        trace.upstream = decided.part.upstream
+        raise decided.failure(route.name, route.timeout_s)
 
     missing = [fetch for fetch in fetches if fetch.body is None]
     document = _document(fetches, missing)

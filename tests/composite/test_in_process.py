@@ -26,7 +26,7 @@ PART_STEPS = {
 }
 
 
-def config(*, required: bool = True, attempts: int = 2) -> str:
+def config(*, required: bool = True, attempts: int = 2, payment_required: bool = False) -> str:
     return f"""
 version: 1
 upstreams:
@@ -41,7 +41,7 @@ routes:
     timeout: 150ms
     compose:
       order: {{upstream: new, path: "/orders/{{id}}", required: {str(required).lower()}}}
-      payment: {{upstream: legacy, path: "/payments?order_id={{id}}"}}
+      payment: {{upstream: legacy, path: "/payments?order_id={{id}}", required: {str(payment_required).lower()}}}
       shipping: {{upstream: new, path: "/shipping/{{id}}", max_body_size: 64}}
 """
 
@@ -69,23 +69,41 @@ async def test_a_required_404_answers_at_once_and_the_abandoned_part_is_not_the_
         assert p.sample("strangler_compose_parts_total", route="summary", part="payment", outcome="abandoned") == 1
 
 
+async def test_the_required_part_that_failed_first_is_the_one_named(tmp_path):
+    """Two required parts: the one that failed decides, the other (abandoned) is not blamed."""
+    async with FakeUpstreams() as fake:
+        never = asyncio.Event()
+        fake.upstream(NEW).script(Reply(200, JSON, b"{}", hold=never))
+        fake.upstream(LEGACY).script(Reply(500, JSON, b"{}"))
+        p = Proxy(tmp_path, config(attempts=1, payment_required=True), fake, FakeClock())
+        answer = await p.request("GET", "/s/7")
+        problem = json.loads(answer.body)
+        assert (answer.status, problem["reason"], problem["part"]) == (502, "part_failed", "payment")
+        assert problem["detail"] == "required part 'payment' (legacy) answered 500"
+        await settle()
+        p.assert_everything_given_back()
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     new_steps=st.lists(st.sampled_from(sorted(PART_STEPS)), min_size=2, max_size=4),
     legacy_steps=st.lists(st.sampled_from(sorted(PART_STEPS)), min_size=1, max_size=3),
     required=st.booleans(),
+    payment_required=st.booleans(),
     attempts=st.integers(1, 2),
     method=st.sampled_from(["GET", "HEAD"]),
     cancelled=st.booleans(),
     cancel_after=st.integers(0, 40),
 )
 def test_every_parts_slot_and_permit_is_given_back_exactly_once(tmp_path, new_steps, legacy_steps, required,
-                                                               attempts, method, cancelled, cancel_after):
+                                                               payment_required, attempts, method, cancelled,
+                                                               cancel_after):
     async def scenario() -> None:
         async with FakeUpstreams() as fake:
             fake.upstream(NEW).script(*(PART_STEPS[step] for step in new_steps))
             fake.upstream(LEGACY).script(*(PART_STEPS[step] for step in legacy_steps))
-            p = Proxy(tmp_path, config(required=required, attempts=attempts), fake, FakeClock())
+            p = Proxy(tmp_path, config(required=required, attempts=attempts, payment_required=payment_required),
+                      fake, FakeClock())
             task = asyncio.ensure_future(p.request(method, "/s/7"))
             answer = await outcome(task, cancel_after if cancelled else None)
             if answer is not None and answer.status == 200:
@@ -95,6 +113,9 @@ def test_every_parts_slot_and_permit_is_given_back_exactly_once(tmp_path, new_st
                     assert list(body) == ["order", "payment", "shipping", "partial"]
                     assert [part["part"] for part in body["partial"]] == [
                         name for name in ("order", "payment", "shipping") if body[name] is None]
+            elif answer is not None and answer.header("content-type") == "application/problem+json":
+                detail = json.loads(answer.body)["detail"]
+                assert detail.startswith("required part ") and "None" not in detail    # the part that decided
             await settle()
             p.assert_everything_given_back()
             await p.holder.close()
