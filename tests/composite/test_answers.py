@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.support.faults import FaultServer, Hanging, Received, RefusedPort, Scripted, _write_response
-from tests.support.metrics import scrape
+from tests.support.metrics import routes, scrape
 from tests.support.rawhttp import RawConnection
 from tests.support.servers import GetInThread, ProxyProcess, wait_until
 
@@ -189,6 +189,9 @@ def test_every_part_answers_and_the_composite_is_their_json_keyed_by_name(compos
     assert body["partial"] == []
     assert [body[part]["target"] for part in ("order", "payment", "shipping")] == [
         "/json/orders/7/", "/json/payments/?order_id=7", "/json/shipping/7"]
+    listed = next(route for route in routes(composite.proxy.admin_url)["routes"] if route["name"] == "all")
+    assert listed["compose"]["order"] == {"upstream": "parts", "path": "/json/orders/{id}/", "required": True}
+    assert listed["match"]["path"] == "/all/{id}" and listed["split"] == {}
 
 
 def test_each_part_receives_the_headers_a_plain_route_forwards_and_the_same_request_id(composite):
