@@ -94,8 +94,10 @@ async def _fetch_all(fetches: list[_PartFetch], timeout_s: float | None) -> None
     try:
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()            # a bug in a fetch is raised, not left in its task
+            # A bug in a fetch is raised here, not left in its task (each task's exception is read).
+            error = next((error for error in [task.exception() for task in done] if error is not None), None)
+            if error is not None:
+                raise error
             if any(tasks[task].decides for task in done):
                 break
     finally:
@@ -130,9 +132,11 @@ class _PartFetch:
         try:
             async with asyncio.timeout_at(deadline):
                 lease = await self.forwarder.run(self.part.upstream)
-                with lease:
+                try:
                     self.status = lease.response.status  # type: ignore[union-attr]
                     body = await _read_body(lease, self.part.max_body_bytes)
+                finally:
+                    lease.close()
             self.outcome_flag, self.body = _judge(self.status, body)
         except TimeoutError:
             self.outcome_flag = "timeout"

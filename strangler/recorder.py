@@ -19,7 +19,8 @@ from .outcome import RequestOutcome
 access_log = logging.getLogger("strangler.access")
 json_access_log = logging.getLogger(JSON_ACCESS_LOGGER)    # its lines carry no logging prefix
 
-# The access log's format from the current config: "plain", "json", or None when it is off.
+# The access log's format from the current config: "plain", "json", or None when it is off (for the
+# listener's refusals, which belong to no request's config).
 LogFormat = Callable[[], str | None]
 
 
@@ -50,7 +51,8 @@ class Recorder:
 
     # --- once it is over ----------------------------------------------------------------------------
 
-    def finish(self, outcome: RequestOutcome) -> None:
+    def finish(self, outcome: RequestOutcome, log_format: str | None) -> None:
+        """Count and log a request that is over, in the access log's format of its config (None: off)."""
         metrics = self.metrics
         metrics.count_request(outcome.route, outcome.upstream, outcome.method, outcome.status)
         if outcome.route and outcome.upstream:
@@ -59,7 +61,7 @@ class Recorder:
             metrics.proxy_errors.labels(outcome.route, outcome.upstream, outcome.reason).inc()
         for part in outcome.parts:
             metrics.count_compose_part(outcome.route, part.name, part.outcome)
-        form = self._log_format()
+        form = log_format
         if form is None or not access_log.isEnabledFor(logging.INFO):
             return
         if form == "json":

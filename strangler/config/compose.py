@@ -12,7 +12,7 @@ from .template import parse_part_target
 
 PART_KEYS = ("upstream", "path", "required", "max_body_size")
 # The parts say which upstreams answer, so these route keys would mean nothing on a composite route.
-NOT_WITH_COMPOSE = ("split", "to", "shadow", "fallback", "sticky", "strip_prefix")
+NOT_WITH_COMPOSE = ("split", "to", "shadow", "fallback", "sticky", "strip_prefix", "ramp")
 ANSWER_METHODS = frozenset({"GET", "HEAD"})
 # The answer's own key beside the parts: the parts that are missing from it.
 PARTIAL_KEY = "partial"
