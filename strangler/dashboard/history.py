@@ -148,9 +148,12 @@ class History:
             if not route:
                 continue            # refused before any route matched: no side served it
             if name == "strangler_requests_total":
-                keys = [("requests", route, labels.get("upstream", ""))]
+                upstream = labels.get("upstream", "")
+                if not upstream:
+                    continue        # answered by no one upstream (a composite's parts, a refusal): no side
+                keys = [("requests", route, upstream)]
                 if labels.get("code", "").startswith("5"):
-                    keys.append(("errors", route, labels.get("upstream", "")))
+                    keys.append(("errors", route, upstream))
             elif name == "strangler_request_duration_seconds_bucket":
                 keys = [("le", route, labels.get("upstream", ""), float(labels["le"]))]
             elif name == "strangler_fallbacks_total":

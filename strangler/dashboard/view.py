@@ -66,7 +66,13 @@ class Dashboard:
             name = entry["name"]
             legacy = sides.get(name)
             split = entry["split"]
-            new_percent = 100.0 - float(split.get(legacy, 0.0)) if legacy is not None else 100.0
+            compose = entry.get("compose")
+            if compose:
+                # A composite route has no split: its parts' upstreams say how far it has moved.
+                parts = [part["upstream"] for part in compose.values()]
+                new_percent = 100.0 * sum(upstream != legacy for upstream in parts) / len(parts)
+            else:
+                new_percent = 100.0 - float(split.get(legacy, 0.0)) if legacy is not None else 100.0
             moved += new_percent >= 100.0
             figures = latest.routes.get(name) if latest else None
             routes.append({
@@ -74,6 +80,7 @@ class Dashboard:
                 "match": entry["match"],
                 "split": split,
                 "split_source": entry.get("split_source", "config"),
+                "compose": compose and {name: part["upstream"] for name, part in compose.items()},
                 "legacy": legacy,
                 "new_percent": new_percent,
                 "fallback": entry["fallback"],

@@ -204,3 +204,33 @@ routes:
     metrics = (await client.get("/metrics")).text
     assert 'strangler_route_legacy_info{route="orders",upstream="monolith"} 1.0' in metrics
     assert 'strangler_route_legacy_info{route="rest"' not in metrics
+
+
+async def test_a_composite_route_has_moved_as_far_as_its_parts_and_its_answers_are_no_sides(tmp_path: Path) -> None:
+    config = """
+version: 1
+upstreams:
+  legacy: {url: "http://127.0.0.1:9", role: legacy}
+  orders: {url: "http://127.0.0.1:9"}
+routes:
+  - name: order-summary
+    match: {path: "/api/order-summary/{id}", methods: [GET]}
+    compose:
+      order: {upstream: orders, path: "/api/orders/{id}/", required: true}
+      shipping: {upstream: legacy, path: "/api/shipping/?order_id={id}"}
+  - name: rest
+    match: {path: /}
+    to: legacy
+"""
+    client, holder, dashboard, clock = admin(tmp_path, config)
+    dashboard.history.tick()
+    for _ in range(10):
+        holder.metrics.count_request("order-summary", "", "GET", 200)     # a composite's answer: no one upstream
+    clock.now += 5
+    dashboard.history.tick()
+    document = (await client.get("/dashboard.json")).json()
+    summary = document["routes"][0]
+    assert (summary["compose"], summary["split"], summary["new_percent"]) == (
+        {"order": "orders", "shipping": "legacy"}, {}, 50.0)
+    assert document["progress"]["routes_moved"] == 0 and document["progress"]["requests"] == 0
+    assert summary["figures"]["requests_per_s"] == 0.0

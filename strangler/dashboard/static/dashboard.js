@@ -191,18 +191,22 @@ function updateRow(row, route) {
   const sources = {ramp: "split set by its ramp", rollback_all: "rolled back to legacy"};
   setText(c.source, sources[route.split_source] || "");
 
-  if (changed(row, "split", [route.split, route.legacy])) {
+  if (changed(row, "split", [route.split, route.legacy, route.compose])) {
     c.splitbar.replaceChildren();
+    // A composite route has no split: one segment per part, coloured by the upstream it asks.
+    const shares = route.compose
+      ? Object.entries(route.compose).map(([part, upstream]) => [upstream, 100 / Object.keys(route.compose).length, part])
+      : Object.entries(route.split).map(([name, share]) => [name, share, null]);
     const parts = [];
-    Object.entries(route.split).forEach(([name, share], i) => {
+    shares.forEach(([name, share, part], i) => {
       const seg = document.createElement("div");
       seg.style.width = share + "%";
       seg.style.background = splitColor(name, route, i);
-      seg.title = `${name} ${share}%`;
+      seg.title = part ? `${part}: ${name}` : `${name} ${share}%`;
       c.splitbar.appendChild(seg);
-      parts.push(`${name} ${share}%`);
+      parts.push(part ? `${part} → ${name}` : `${name} ${share}%`);
     });
-    c.splittext.textContent = parts.join(" · ");
+    c.splittext.textContent = (route.compose ? "composite: " : "") + parts.join(" · ");
     c.splittext.dataset.split = JSON.stringify(route.split);
   }
 
