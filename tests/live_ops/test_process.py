@@ -21,18 +21,41 @@ from tests.support.metrics import routes, scrape
 from tests.support.servers import GetInThread, Named, ProxyProcess, wait_until
 
 
-def split_config(old_url: str, new_url: str, old_percent: int) -> str:
+def split_config(old_url: str, new_url: str, old_percent: int, names: tuple[str, str] = ("old", "new")) -> str:
+    old, new = names
     return f"""
 version: 1
 upstreams:
-  old: {{url: "{old_url}"}}
-  new: {{url: "{new_url}"}}
+  {old}: {{url: "{old_url}"}}
+  {new}: {{url: "{new_url}"}}
 routes:
   - name: all
     match: {{path: /}}
-    split: {{old: {old_percent}, new: {100 - old_percent}}}
+    split: {{{old}: {old_percent}, {new}: {100 - old_percent}}}
     sticky: none
 """
+
+
+def start_two_workers(tmp_path: Path, config: str) -> tuple[ProxyProcess, Path]:
+    """`strangler run --workers 2` on `config`, and the folder of its metrics files."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    path = tmp_path / "routes.yaml"
+    path.write_text(config)
+    return ProxyProcess(path, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}).start(), metrics_dir
+
+
+def served_until_both_workers_served(proxy: ProxyProcess, metrics_dir: Path) -> Counter[str]:
+    """Batches of GETs until each worker has served some: the parent is ready before its workers have started."""
+    served: Counter[str] = Counter()
+
+    def both() -> bool:
+        served.update(send_on_fresh_connections(proxy.url, 100))
+        counted = per_process(metrics_dir, "counter", "strangler_requests_total")
+        return len([pid for pid, value in counted.items() if value and pid != proxy.pid]) == 2
+
+    wait_until(both, timeout_s=15, what="both workers to serve requests")
+    return served
 
 
 def send_on_fresh_connections(url: str, count: int, concurrency: int = 8) -> Counter[str]:
@@ -76,21 +99,10 @@ def per_process(metrics_dir: Path, kind: str, name: str, **labels: str) -> dict[
 
 def test_workers_add_up_metrics_and_all_reload(tmp_path: Path, start_upstream) -> None:
     old, new = start_upstream(Named("old")), start_upstream(Named("new"))
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    path = tmp_path / "routes.yaml"
-    path.write_text(split_config(old.url, new.url, 50))
-    proxy = ProxyProcess(path, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}).start()
+    proxy, metrics_dir = start_two_workers(tmp_path, split_config(old.url, new.url, 50))
+    path = proxy.config_path
     try:
-        # The parent is ready before its workers have started: send batches until both have served some.
-        before_reload: Counter[str] = Counter()
-
-        def served_by_both_workers() -> bool:
-            before_reload.update(send_on_fresh_connections(proxy.url, 100))
-            counted = per_process(metrics_dir, "counter", "strangler_requests_total")
-            return len([pid for pid, value in counted.items() if value and pid != proxy.pid]) == 2
-
-        wait_until(served_by_both_workers, timeout_s=15, what="both workers to serve requests")
+        before_reload = served_until_both_workers_served(proxy, metrics_dir)
         first = sum(before_reload.values())
         assert set(before_reload) == {"old", "new"}
         wait_until(lambda: scrape(proxy.admin_url).value("strangler_requests_total") == first, timeout_s=5,
@@ -181,30 +193,9 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(start_upstream, start_p
 def test_with_workers_the_dashboard_counts_what_every_worker_served(tmp_path: Path, start_upstream) -> None:
     """The parent's admin listener keeps the dashboard's history from every worker's metrics files."""
     legacy, orders = start_upstream(Named("legacy")), start_upstream(Named("orders"))
-    metrics_dir = tmp_path / "metrics"
-    metrics_dir.mkdir()
-    path = tmp_path / "routes.yaml"
-    path.write_text(f"""
-version: 1
-upstreams:
-  legacy: {{url: "{legacy.url}"}}
-  orders: {{url: "{orders.url}"}}
-routes:
-  - name: all
-    match: {{path: /}}
-    split: {{orders: 40, legacy: 60}}
-    sticky: none
-""")
-    proxy = ProxyProcess(path, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}).start()
+    proxy, metrics_dir = start_two_workers(tmp_path, split_config(legacy.url, orders.url, 60, ("legacy", "orders")))
     try:
-        served: Counter[str] = Counter()
-
-        def served_by_both_workers() -> bool:
-            served.update(send_on_fresh_connections(proxy.url, 100))
-            counted = per_process(metrics_dir, "counter", "strangler_requests_total")
-            return len([pid for pid, value in counted.items() if value and pid != proxy.pid]) == 2
-
-        wait_until(served_by_both_workers, timeout_s=15, what="both workers to serve requests")
+        served = served_until_both_workers_served(proxy, metrics_dir)
 
         def dashboard() -> dict:
             return httpx.get(proxy.admin_url + "/dashboard.json", timeout=5).json()
@@ -216,6 +207,6 @@ routes:
         assert abs(found["progress"]["new_share"] - served["orders"] / total) < 1e-3
         [route] = found["routes"]
         assert route["figures"]["new"]["requests_per_s"] > 0 and route["figures"]["legacy"]["requests_per_s"] > 0
-        assert route["breakers"] == {"orders": "closed", "legacy": "closed"}
+        assert route["breakers"] == {"legacy": "closed", "orders": "closed"}
     finally:
         assert proxy.terminate() == 0
