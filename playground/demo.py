@@ -185,7 +185,8 @@ def _banner(config: Config, config_path: str, children: list[Child], data_dir: P
     proxy, admin = _origin(config.listen), _origin(config.admin)
     orders, legacy = _child_url(children, "orders"), _child_url(children, "legacy")
     lines = ["", "strangler demo is up.", f"  {'proxy':<10} {proxy}   <- send requests here",
-             f"  {'admin':<10} {admin}   (/routes, /metrics, /health/ready)"]
+             f"  {'admin':<10} {admin}   (/routes, /metrics, /health/ready)",
+             f"  {'dashboard':<10} {admin}/   <- open in a browser: the migration, live"]
     lines += [f"  {c.name:<10} {c.url}   ({PROGRAMS[c.name]})" for c in children if c.name in PROGRAMS]
     lines += [
         f"  data and logs in {data_dir}",

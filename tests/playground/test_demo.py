@@ -71,6 +71,16 @@ def test_demo_starts_fresh_routes_as_configured_and_leaves_nothing_behind(tmp_pa
         assert time.monotonic() - started < READY_WITHIN_S
         wait_until(lambda: b"strangler demo is up" in (tmp_path / "demo.log").read_bytes(), timeout_s=5,
                    what="the banner")
+        admin = f"http://127.0.0.1:{ports['admin']}"
+        assert f"dashboard  {admin}/" in (tmp_path / "demo.log").read_text()
+        assert "<title>strangler" in httpx.get(admin + "/").text
+
+        def splits(path: str) -> list[tuple[str, dict]]:
+            return [(route["name"], route["split"]) for route in httpx.get(admin + path).json()["routes"]]
+
+        # A ramp step may fall between the two reads: they agree once both are read after it.
+        wait_until(lambda: splits("/dashboard.json") == splits("/routes"), timeout_s=5,
+                   what="the dashboard to show the routes and splits of GET /routes")
 
         proxy = f"http://127.0.0.1:{ports['listen']}"
         expected = [("GET", "/api/inventory/ESP-001/", "inventory"), ("GET", "/api/payments/1/", "legacy"),
