@@ -74,6 +74,26 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
     }
 
 
+def shadow_document(runtime: Runtime, across_workers: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """Each shadowed route: counts, match rate, the fields that differ most (latest mismatches: /samples).
+
+    With workers, each one compares its own copies: the counts are added up from the metrics,
+    and fields and samples stay in the workers.
+    """
+    routes = {}
+    for name, route_rt in runtime.routes.items():
+        if route_rt.shadow is None:
+            continue
+        found = route_rt.shadow.document()
+        if across_workers is not None:
+            counts = {result: across_workers.get(name, {}).get(result, 0) for result in found["counts"]}
+            compared = counts["match"] + counts["mismatch"] + counts["noise"]
+            found.update(counts=counts, compared=compared, across_workers=True,
+                         match_rate=round((counts["match"] + counts["noise"]) / compared, 4) if compared else None)
+        routes[name] = found
+    return {"version": runtime.config.sha256, "routes": routes}
+
+
 def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None = None,
                      workers: bool = False) -> Starlette:
     """With `workers`, live state comes from the workers' metrics and `on_reload` passes reloads on to them."""
@@ -104,6 +124,21 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
         worker_breakers = holder.metrics.breaker_states_across_workers() if workers else None
         return JSONResponse(routes_document(runtime, worker_breakers))
 
+    async def shadow(request: Request) -> Response:
+        runtime = holder.runtime
+        if runtime is None:
+            return JSONResponse({"error": "no config loaded"}, status_code=503)
+        return JSONResponse(shadow_document(runtime, holder.metrics.shadow_counts_across_workers() if workers else None))
+
+    async def shadow_samples(request: Request) -> Response:
+        runtime = holder.runtime
+        name = request.path_params["route"]
+        route_rt = runtime.routes.get(name) if runtime is not None else None
+        if route_rt is None or route_rt.shadow is None:
+            return JSONResponse({"error": f"no route named {name!r} with a shadow"}, status_code=404)
+        return JSONResponse({"route": name, "shadow": route_rt.shadow.policy.upstream,
+                             "samples": list(reversed(route_rt.shadow.samples))})
+
     async def reload(request: Request) -> Response:
         try:
             runtime = holder.reload()
@@ -122,4 +157,6 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
         Route("/health/ready", ready),
         Route("/routes", routes),
         Route("/reload", reload, methods=["POST"]),
+        Route("/shadow", shadow),
+        Route("/shadow/{route}/samples", shadow_samples),
     ])

@@ -645,6 +645,10 @@ class Pool:
             connection.close()
         else:
             connection.abort()
+            # Unread body bytes go now: the connection is freed only by the cycle collector (its
+            # parser refers back to it), which may run much later.
+            connection._body.clear()
+            connection._buffered = 0
 
     def _take_idle(self) -> Connection | None:
         idle = self._idle

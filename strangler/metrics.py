@@ -58,6 +58,14 @@ class Metrics:
                                       ["upstream"], registry=r, **live_max)
         self.proxy_errors = Counter("strangler_proxy_errors_total", "Answers made by the proxy itself, by reason.",
                                     ["route", "upstream", "reason"], registry=r)
+        # --- shadow traffic (route `shadow:` blocks) ---------------------------------------------------
+        self.shadow_requests = Counter("strangler_shadow_requests_total",
+                                       "Copies of requests sent to a shadow upstream, by what the comparison found.",
+                                       ["route", "shadow", "result"], registry=r)
+        self.shadow_duration = Histogram("strangler_shadow_duration_seconds",
+                                         "Time from sending a copy to the shadow's whole answer (or its failure).",
+                                         ["route", "shadow"], buckets=DURATION_BUCKETS_S, registry=r)
+        # --- end of shadow traffic -------------------------------------------------------------------
         self._requests_cache: dict[tuple[str, str, str, int], Counter] = {}
         self._pair_cache: dict[tuple[str, str], PairMetrics] = {}
         self._inflight_cache: dict[str, Gauge] = {}
@@ -90,6 +98,24 @@ class Metrics:
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
+
+    def shadow_counts_across_workers(self) -> dict[str, dict[str, int]]:
+        """With several workers, each compares its own copies: the results per route, added up."""
+        counts: dict[str, dict[str, int]] = {}
+        for sample in self._collect_across_workers("strangler_shadow_requests"):
+            if sample.name == "strangler_shadow_requests_total":
+                route = counts.setdefault(sample.labels["route"], {})
+                route[sample.labels["result"]] = route.get(sample.labels["result"], 0) + int(sample.value)
+        return counts
+
+    def _collect_across_workers(self, family_name: str) -> list:
+        directory = multiprocess_dir()
+        if not directory:
+            return []
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        return [sample for family in registry.collect() if family.name in (family_name, family_name + "_total")
+                for sample in family.samples]
 
     def breaker_states_across_workers(self) -> dict[tuple[str, str], int]:
         """With several workers, each keeps its own breakers: the worst state per (route, upstream)."""

@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from . import routes, sections, values
+from . import routes, sections, shadow, values
 from .model import Address, Config
 from .reader import ConfigError, Problem, Reader, join
 from .source import Node, SourceError, read_tree
@@ -82,7 +82,7 @@ def _config(r: Reader, root: Node) -> Config:
         limits=sections.limits(r, fields["limits"], "limits") if "limits" in fields else default.limits,
         access_log=sections.access_log(r, fields["access_log"], "access_log")
         if "access_log" in fields else default.access_log,
-        warnings=tuple(routes.shadowing(r, read)),
+        warnings=(*routes.shadowing(r, read), *shadow.warnings(r, read)),
     )
 
 

@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import sections, values
+from .shadow import shadow
 from .model import BreakerPolicy, Match, RetryPolicy, Route, Sticky
 from .reader import Fields, Reader, join
 from .source import Node
 
 ROUTE_KEYS = ("name", "match", "split", "to", "fallback", "sticky", "strip_prefix", "timeout",
-              "retry", "circuit_breaker", "max_body_size")
+              "retry", "circuit_breaker", "max_body_size", "shadow")
 MATCH_KEYS = ("path", "methods", "headers", "host")
 BUCKETS_PER_PERCENT = 100  # 10,000 buckets: a split can say 0.01% and no finer
 
@@ -76,6 +77,9 @@ def _route(r: Reader, node: Node, path: str, known: Mapping[str, object], defaul
         route["timeout_s"] = r.value(fields["timeout"], join(path, "timeout"), values.duration)
     if "max_body_size" in fields:
         route["max_body_bytes"] = r.value(fields["max_body_size"], join(path, "max_body_size"), values.size)
+    if "shadow" in fields:
+        route["shadow"] = shadow(r, fields["shadow"], join(path, "shadow"),
+                                 lambda at, where: upstream_ref(r, at, where, known), split)
     if name is None or match is None or split is None or None in route.values():
         return None
     return Route(name=name, match=match, split=split, line=node.line, **route)  # type: ignore[arg-type]
