@@ -99,3 +99,14 @@ def test_upload_probe_body_matches_the_wrk_post_body():
     script = run.harness.post_script()
     assert len(run.harness.UPLOAD_BODY) == 64 * 1024
     assert f"string.rep(table.concat(parts), {64 * 1024 // 256})" in script
+
+
+def test_s5_copies_a_tenth_of_s1s_requests_to_a_second_origin():
+    """S5's route is S1's with `shadow: {percent: 10}`, its shadow upstream at the second origin's port."""
+    config = loader.parse_config(run.config_for_origin((BENCH_DIR / "strangler.yaml").read_text(), 43210, 43211))
+    s1 = next(route for route in config.routes if route.match.path == "/small")
+    s5 = next(route for route in config.routes if route.match.path == "/shadowed")
+    assert (s5.split, s5.sticky, s5.fallback, s5.timeout_s) == (s1.split, s1.sticky, s1.fallback, s1.timeout_s)
+    assert s5.shadow is not None and s5.shadow.percent == 10
+    assert config.upstream(s5.shadow.upstream).url == "http://127.0.0.1:43211"
+    assert {config.upstream(name).url for name in s5.upstream_names} == {"http://127.0.0.1:43210"}
