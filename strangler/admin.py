@@ -14,6 +14,7 @@ from starlette.routing import Route
 from .config.loader import ConfigError
 from .reload import ConfigHolder
 from .runtime import Runtime
+from .shadow_state import compared_of, match_rate
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -87,9 +88,8 @@ def shadow_document(runtime: Runtime, across_workers: dict[str, dict[str, int]] 
         found = route_rt.shadow.document()
         if across_workers is not None:
             counts = {result: across_workers.get(name, {}).get(result, 0) for result in found["counts"]}
-            compared = counts["match"] + counts["mismatch"] + counts["noise"]
-            found.update(counts=counts, compared=compared, across_workers=True,
-                         match_rate=round((counts["match"] + counts["noise"]) / compared, 4) if compared else None)
+            found.update(counts=counts, compared=compared_of(counts), match_rate=match_rate(counts),
+                         across_workers=True)
         routes[name] = found
     return {"version": runtime.config.sha256, "routes": routes}
 

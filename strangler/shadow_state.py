@@ -75,7 +75,7 @@ class ShadowState:
     def document(self) -> dict[str, Any]:
         policy = self.policy
         counts = self.counts
-        compared = counts["match"] + counts["mismatch"] + counts["noise"]
+        compared = compared_of(counts)
         top = sorted(self._fields.items(), key=lambda item: -item[1][0])[:TOP_FIELDS]
         return {
             "shadow": policy.upstream,
@@ -89,8 +89,7 @@ class ShadowState:
             "in_flight": self.in_flight,
             "counts": dict(counts),
             "compared": compared,
-            # A copy that differs only where the primary differs from itself answers like the primary.
-            "match_rate": round((counts["match"] + counts["noise"]) / compared, 4) if compared else None,
+            "match_rate": match_rate(counts),
             "skipped": dict(self.skipped),
             "errors": dict(self.errors),
             "fields": [{"field": field, "count": count, "example": {"primary": example.primary,
@@ -99,6 +98,17 @@ class ShadowState:
             "noise_fields": [{"field": field, "count": count} for field, count in self._noise.most_common(TOP_FIELDS)],
             "samples": len(self.samples),
         }
+
+
+def compared_of(counts: dict[str, int]) -> int:
+    return counts["match"] + counts["mismatch"] + counts["noise"]
+
+
+def match_rate(counts: dict[str, int]) -> float | None:
+    """The share of compared copies that answered like the primary: a copy that differs only where
+    the primary differs from itself (noise) counts as a match."""
+    compared = compared_of(counts)
+    return round((counts["match"] + counts["noise"]) / compared, 4) if compared else None
 
 
 def sample(method: str, target: str, request_headers: list[tuple[bytes, bytes]], request_id: str,

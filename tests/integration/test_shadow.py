@@ -258,3 +258,14 @@ def test_a_reload_keeps_the_counts_of_routes_whose_shadow_did_not_change(start_u
     assert report(proxy, "kept")["counts"]["match"] == 3
     assert report(proxy, "changed")["counts"]["match"] == 0
     assert report(proxy, "changed")["max_concurrent"] == 4
+
+
+def test_with_workers_the_report_adds_up_every_workers_copies(start_upstream, start_proxy):
+    """Each worker compares its own copies; /shadow on the parent's admin listener counts them all."""
+    primary = start_upstream(JsonUpstream(lambda n: ORDERS))
+    shadow = start_upstream(JsonUpstream(lambda n: {**ORDERS, "count": 3}))
+    proxy = start_proxy(shadow_config(primary.url, shadow.url, route("orders-read", "/api/orders")), "--workers", "2")
+    for _ in range(20):
+        assert httpx.get(proxy.url + "/api/orders/").json() == ORDERS      # a new connection each: both workers serve
+    found = wait_for_counts(proxy, "orders-read", 20)
+    assert found["counts"]["mismatch"] == 20 and found["across_workers"] is True and found["match_rate"] == 0.0
