@@ -67,12 +67,14 @@ class Copy:
         self._headers: list[tuple[bytes, bytes]] = []
         self._chunks: list[bytes] | None = []
         self._size = 0
-        self._done: asyncio.Future[tuple[str, Answer]] = asyncio.get_running_loop().create_future()
+        # The client's upstream and answer, or why there is none to compare (a result either way, so
+        # that a copy that ended first leaves no unretrieved exception behind).
+        self._done: asyncio.Future[tuple[str, Answer] | str] = asyncio.get_running_loop().create_future()
 
     def head(self, upstream: str, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
         self._upstream, self._status, self._headers = upstream, status, raw_headers
         if upstream == self._shadow:
-            self._settle(Skipped("shadow_answered"))       # the fallback was the shadow upstream itself
+            self._settle("shadow_answered")       # the fallback was the shadow upstream itself
 
     def keep(self, chunk: bytes) -> None:
         chunks = self._chunks
@@ -86,28 +88,28 @@ class Copy:
     def complete(self) -> None:
         """The client's answer went out whole."""
         if self._chunks is None:
-            self._settle(Skipped("body_too_large"))
+            self._settle("body_too_large")
         else:
             self._settle((self._upstream, Answer(self._status, self._headers, b"".join(self._chunks))))
         self._chunks = None
 
     async def answer(self) -> tuple[str, Answer]:
         """The upstream that answered the client, and its answer; Skipped if there is none to compare."""
-        return await self._done
+        outcome = await self._done
+        if isinstance(outcome, str):
+            raise Skipped(outcome)
+        return outcome
 
-    def _settle(self, outcome: tuple[str, Answer] | Exception) -> None:
+    def _settle(self, outcome: tuple[str, Answer] | str) -> None:
         if not self._done.done():
-            if isinstance(outcome, Exception):
-                self._done.set_exception(outcome)
-            else:
-                self._done.set_result(outcome)
+            self._done.set_result(outcome)
 
     def __enter__(self) -> Copy:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         # The client's answer did not go out whole (a proxy error, the client gone, an upstream mid-body).
-        self._settle(Skipped("primary_failed" if kind is not None else "primary_incomplete"))
+        self._settle("primary_failed" if kind is not None else "primary_incomplete")
         self._chunks = None
 
 

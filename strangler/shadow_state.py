@@ -33,7 +33,7 @@ class ShadowState:
         self.policy = policy
         self.comparer = Comparer(policy.compare, policy.max_body_bytes)
         self.in_flight = 0                      # copies started and not yet counted
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] = set()     # the copies running: the loop keeps only weak references
         self.since = time.time()
         self.counts = dict.fromkeys(RESULTS, 0)
         self.skipped: Counter[str] = Counter()  # by reason
