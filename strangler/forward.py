@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 from . import http1
 from .config.model import Upstream
 from .errors import ClientDisconnected, ProxyError, Reason, UpstreamError
-from .http1 import KEEPALIVE_EXPIRY_S, MAX_RESPONSE_HEADER_BYTES, InterimHandler  # noqa: F401 - part of this module's interface
+# Part of this module's interface:
+from .http1 import KEEPALIVE_EXPIRY_S, MAX_RESPONSE_HEADER_BYTES, Connector, InterimHandler  # noqa: F401
 
-__all__ = ["KEEPALIVE_EXPIRY_S", "MAX_RESPONSE_HEADER_BYTES", "InterimHandler", "UpstreamClient", "UpstreamResponse",
-           "translate"]
+__all__ = ["KEEPALIVE_EXPIRY_S", "MAX_RESPONSE_HEADER_BYTES", "Connector", "InterimHandler", "UpstreamClient",
+           "UpstreamResponse", "translate"]
 
 
 def translate(exc: BaseException, *, upstream: str, route: str | None = None) -> UpstreamError:
@@ -83,10 +84,14 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    """A pooled client for one upstream, kept across reloads while its settings hold."""
+    """A pooled client for one upstream, kept across reloads while its settings hold.
 
-    def __init__(self, upstream: Upstream) -> None:
+    `connector` opens its connections (`http1.Connector`; by default TCP, or TLS for https).
+    """
+
+    def __init__(self, upstream: Upstream, *, connector: Connector | None = None) -> None:
         self.upstream = upstream
+        self._connector = connector
         self.settings = (upstream.url, upstream.connect_timeout_s, upstream.timeout_s)
         url = urlsplit(upstream.url)
         self._https = url.scheme == "https"
@@ -103,6 +108,7 @@ class UpstreamClient:
             self._hostname, self._port,
             connect_timeout_s=self.upstream.connect_timeout_s, read_timeout_s=self.upstream.timeout_s,
             ssl_context=ssl.create_default_context() if self._https else None, server_hostname=self._hostname,
+            connector=self._connector,
         )
         return self._pool
 

@@ -11,15 +11,36 @@ leaves nothing unknown on the wire: never after an error, a cut or unread body, 
 request body that failed, `Connection: close`, HTTP/1.0 without keep-alive, a
 HEAD/204/304 answer, or bytes after the end of the response.
 
+A connection is in one `State` at a time:
+
+    FREE              --request()----------------------> AWAITING_HEAD
+    AWAITING_HEAD     --final head, framed body--------> READING_BODY
+                      --final head, body to the close--> READING_TO_CLOSE
+                      --final head of a HEAD answer----> COMPLETE
+    READING_BODY      --last byte----------------------> COMPLETE
+    READING_TO_CLOSE  --clean close--------------------> COMPLETE
+    any exchange      --finish_exchange()--------------> FREE (then parked, or closed)
+    FREE              --park()-------------------------> IDLE --unpark()--> FREE
+
+An error keeps the state and records the error (a complete answer stays readable);
+beside the state a connection keeps what rules its reuse out (`Spent`), the task
+still writing a streamed request body, and its transport until it is lost: a
+response can end with the connection, and a body the caller is still reading
+outlives it. `reusable` is: COMPLETE, nothing spent, no body still going out.
+
+A pool opens its connections with a connector: `open_tcp` (the loop's create_connection)
+unless it is given another, such as a scripted fake upstream in tests.
+
 forward.py is the only module that uses this one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 
 import httptools
 
@@ -36,6 +57,44 @@ _COALESCE_BODY_BYTES = 64 * 1024
 Headers = Sequence[tuple[bytes, bytes]]
 # Told of an interim (1xx) answer: its status and raw header pairs.
 InterimHandler = Callable[[int, list[tuple[bytes, bytes]]], None]
+# Opens a connection: (protocol_factory, host, port, ssl_context, server_hostname) -> the protocol it made,
+# connected. OSError means refused or unreachable; the pool bounds the wait with its connect timeout.
+Connector = Callable[[Callable[[], asyncio.Protocol], str, int, "ssl.SSLContext | None", "str | None"],
+                     Awaitable[asyncio.Protocol]]
+
+
+async def open_tcp(protocol_factory: Callable[[], asyncio.Protocol], host: str, port: int,
+                   ssl_context: ssl.SSLContext | None, server_hostname: str | None) -> asyncio.Protocol:
+    """The default connector: a TCP connection (TLS with a context) on the running loop."""
+    _, protocol = await asyncio.get_running_loop().create_connection(
+        protocol_factory, host, port, ssl=ssl_context, server_hostname=server_hostname)
+    return protocol
+
+
+class State(enum.Enum):
+    """Where a connection is: between exchanges, or how far into one."""
+
+    FREE = "free"                          # no exchange: just connected, or just finished and not parked
+    IDLE = "idle"                          # parked in the pool for the next exchange
+    AWAITING_HEAD = "awaiting head"        # the request went out (a streamed body may still be going)
+    READING_BODY = "reading body"          # the head is handed out; the body is framed by length or chunks
+    READING_TO_CLOSE = "reading to close"  # the head is handed out; the body ends with the connection
+    COMPLETE = "complete"                  # the whole response is in (the caller may still read the buffer)
+
+
+# Module names for the members: on the hot path a global read costs a fraction of `State.X` (CPython 3.11).
+FREE, IDLE, AWAITING_HEAD, READING_BODY, READING_TO_CLOSE, COMPLETE = State
+
+
+class Spent(enum.Enum):
+    """Why a connection must not carry another exchange."""
+
+    NO_KEEP_ALIVE = "the answer said Connection: close, or was HTTP/1.0 without keep-alive"
+    BODILESS = "an answer to HEAD, a 204 or a 304: bytes after it would be read as the next response"
+    STRAY_BYTES = "bytes came after the end of the response"
+    FAILED = "the exchange failed: timeout, reset, or a malformed answer"
+    BODY_FAILED = "the request body failed"
+    LOST = "the connection is gone"
 
 
 class HTTPError(Exception):
@@ -142,11 +201,10 @@ class Connection(asyncio.Protocol):
     """One upstream connection: one exchange at a time, its response parsed as it arrives."""
 
     __slots__ = (
-        "_pool", "_loop", "_timeout", "_transport", "_parser", "_closed", "_idle", "idle_since",
-        "_active", "_is_head", "status", "raw_headers", "_headers", "_head_done", "_complete",
-        "_keep_alive", "_stray", "_until_eof", "_body", "_buffered", "_head_bytes", "_error",
+        "_pool", "_loop", "_timeout", "_transport", "_parser", "_state", "_spent", "idle_since",
+        "_is_head", "status", "raw_headers", "_headers", "_body", "_buffered", "_head_bytes", "_error",
         "_body_error", "_waiter", "_drain_waiter", "_write_paused", "_read_paused", "_timer",
-        "_last_activity", "_awaiting_source", "_writer", "_body_done", "_raw_left", "_parser_stale",
+        "_last_activity", "_awaiting_source", "_writer", "_raw_left", "_parser_stale",
         "_on_interim", "_trailer_bytes",
     )
 
@@ -154,21 +212,17 @@ class Connection(asyncio.Protocol):
         self._pool = pool
         self._loop = loop
         self._timeout = read_timeout_s
-        self._transport: asyncio.Transport = None  # type: ignore[assignment]
+        # Set by connection_made, None again once the connection is lost.
+        self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._closed = False
-        self._idle = False
+        self._state = FREE
+        # What rules out reuse, set during an exchange (the first reason is kept); None: nothing known.
+        self._spent: Spent | None = None
         self.idle_since = 0.0
-        self._active = False
         self._is_head = False
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_done = False
-        self._complete = False
-        self._keep_alive = True
-        self._stray = False
-        self._until_eof = False
         self._body: list[bytes] = []
         self._buffered = 0
         self._head_bytes = 0
@@ -181,8 +235,8 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._last_activity = 0.0
         self._awaiting_source = False
+        # The task writing a streamed request body: None without one, and once all of it went out.
         self._writer: asyncio.Task[None] | None = None
-        self._body_done = True
         # Body bytes of a Content-Length response still to come. Once the head is parsed they are
         # taken straight from the socket, sparing the parser's copy; the parser is then behind and
         # is replaced before the next exchange.
@@ -199,7 +253,8 @@ class Connection(asyncio.Protocol):
 
         `on_interim` is told of each 103 Early Hints answer that comes before the final one.
         """
-        if self._closed or self._transport.is_closing():
+        transport = self._transport
+        if transport is None or transport.is_closing():
             raise RemoteDisconnected("the connection closed before the request was sent")
         if self._parser_stale:
             self._parser = httptools.HttpResponseParser(self)
@@ -207,13 +262,10 @@ class Connection(asyncio.Protocol):
         self._raw_left = 0
         self._trailer_bytes = 0
         self._on_interim = on_interim
-        self._active = True
+        self._state = AWAITING_HEAD
+        self._spent = None
         self._is_head = is_head
-        self._head_done = self._complete = self._stray = self._until_eof = False
-        self._keep_alive = True
         self._head_bytes = 0
-        self._body_done = True
-        transport = self._transport
         if body is None:
             transport.write(head)
         elif type(body) is bytes or isinstance(body, (bytes, bytearray, memoryview)):
@@ -224,9 +276,8 @@ class Connection(asyncio.Protocol):
                 transport.write(body)
         else:
             transport.write(head)
-            self._body_done = False
             self._writer = self._loop.create_task(self._send_body(body, length))
-        while not self._head_done:
+        while self._state is AWAITING_HEAD:
             if self._body_error is not None:
                 raise self._body_error
             if self._error is not None:
@@ -240,7 +291,7 @@ class Connection(asyncio.Protocol):
                 return self._take_buffered()
             if self._body_error is not None:
                 raise self._body_error
-            if self._complete:
+            if self._state is COMPLETE:
                 return b""
             if self._error is not None:
                 raise self._error
@@ -248,7 +299,7 @@ class Connection(asyncio.Protocol):
 
     def whole_body(self) -> bytes | None:
         """The whole body if it has already arrived intact (most small answers), else None."""
-        if not self._complete or self._error is not None or self._body_error is not None:
+        if self._state is not COMPLETE or self._error is not None or self._body_error is not None:
             return None
         return self._take_buffered(everything=True) if self._body else b""
 
@@ -263,27 +314,43 @@ class Connection(asyncio.Protocol):
             self._buffered = 0
         if self._read_paused and self._buffered <= READ_BUFFER_HIGH:
             self._read_paused = False
-            if not self._closed:
+            if self._transport is not None:
                 self._transport.resume_reading()
         return data
 
     @property
     def reusable(self) -> bool:
         """A complete, well-framed exchange that left nothing unknown on the wire."""
-        return (self._complete and self._keep_alive and self._body_done and not self._stray
-                and self._error is None and self._body_error is None and not self._closed)
+        return self._state is COMPLETE and self._spent is None and self._writer is None
 
     def finish_exchange(self) -> bool:
-        """End the exchange; True when the connection may carry another one."""
-        self._active = False
-        writer, self._writer = self._writer, None
-        if writer is not None and not writer.done():
-            writer.cancel()         # the request body is still going out: the connection is spent
-            return False
-        return self.reusable
+        """End the exchange: True when the connection may carry another one, else close it.
+
+        It closes cleanly after a complete answer, and at once otherwise.
+        """
+        writer = self._writer
+        if writer is not None:
+            # The request body is still going out, or stopped short: the connection is spent.
+            self._writer = None
+            if not writer.done():
+                writer.cancel()
+        elif self.reusable:
+            self._state = FREE
+            return True
+        clean = self._state is COMPLETE and self._error is None and self._body_error is None
+        self._state = FREE
+        if clean:
+            self.close()
+        else:
+            self.abort()
+        # Unread body bytes go now: the connection itself is freed only by the cycle collector (its
+        # parser refers back to it), which may run much later.
+        self._body.clear()
+        self._buffered = 0
+        return False
 
     def park(self, now: float) -> None:
-        self._idle = True
+        self._state = IDLE
         self.idle_since = now
         self._on_interim = None
         self._body.clear()
@@ -291,22 +358,29 @@ class Connection(asyncio.Protocol):
         self._headers = []
         if self._read_paused:
             self._read_paused = False
-            self._transport.resume_reading()
+            self._transport.resume_reading()  # type: ignore[union-attr]  # reusable: still connected
 
     def unpark(self) -> None:
-        self._idle = False
+        if self._state is IDLE:
+            self._state = FREE
 
     def usable(self) -> bool:
-        return not self._closed and not self._transport.is_closing()
+        transport = self._transport
+        return transport is not None and not transport.is_closing()
+
+    @property
+    def _closed(self) -> bool:
+        """The connection is lost."""
+        return self._transport is None
 
     def close(self) -> None:
         """Close after what was written (a clean end of the conversation)."""
-        if not self._closed:
+        if self._transport is not None:
             self._transport.close()
 
     def abort(self) -> None:
         """Close at once: the upstream must see an incomplete request, never a complete one."""
-        if not self._closed:
+        if self._transport is not None:
             self._transport.abort()
 
     # --- waiting, with the read timeout ----------------------------------------------------------
@@ -331,7 +405,7 @@ class Connection(asyncio.Protocol):
         # One lazy timer per connection: it checks the time of the last progress and re-arms,
         # rather than a timer set and cancelled for every wait.
         self._timer = None
-        if self._closed or (self._waiter is None and self._drain_waiter is None):
+        if self._transport is None or (self._waiter is None and self._drain_waiter is None):
             return
         now = self._loop.time()
         if self._awaiting_source:
@@ -343,10 +417,14 @@ class Connection(asyncio.Protocol):
         else:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
+    def _spend(self, reason: Spent) -> None:
+        if self._spent is None:
+            self._spent = reason
+
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
-        self._keep_alive = False
+        self._spend(Spent.FAILED)
         self._wake()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
@@ -356,7 +434,7 @@ class Connection(asyncio.Protocol):
     # --- the request body, streamed with flow control ---------------------------------------------
 
     async def _send_body(self, body: AsyncIterable[bytes], length: int | None) -> None:
-        transport = self._transport
+        transport: asyncio.Transport = self._transport  # type: ignore[assignment]  # set when the request went out
         loop = self._loop
         iterator = body.__aiter__()
         sent = 0
@@ -376,7 +454,7 @@ class Connection(asyncio.Protocol):
                     return
                 finally:
                     self._awaiting_source = False
-                if self._closed or self._error is not None:
+                if self._transport is None or self._error is not None:
                     return                            # the response side reports why
                 if not chunk:
                     continue
@@ -396,14 +474,14 @@ class Connection(asyncio.Protocol):
                 if self._write_paused:
                     await self._drain()
             finished = True
-            if self._closed or self._error is not None:
+            if self._transport is None or self._error is not None:
                 return
             if length is None:
                 transport.write(b"0\r\n\r\n")
             elif sent != length:
                 self._body_failed(RequestBodyLengthError(f"request body of {sent} bytes, not its Content-Length {length}"))
                 return
-            self._body_done = True
+            self._writer = None               # all of it went out
         finally:
             if not finished:
                 aclose = getattr(iterator, "aclose", None)
@@ -414,7 +492,7 @@ class Connection(asyncio.Protocol):
                         pass
 
     async def _drain(self) -> None:
-        while self._write_paused and not self._closed and self._error is None:
+        while self._write_paused and self._transport is not None and self._error is None:
             waiter = self._drain_waiter = self._loop.create_future()
             if self._timer is None:
                 self._last_activity = self._loop.time()
@@ -426,7 +504,7 @@ class Connection(asyncio.Protocol):
 
     def _body_failed(self, error: BaseException) -> None:
         self._body_error = error
-        self._keep_alive = False
+        self._spend(Spent.BODY_FAILED)
         self._wake()
         self.abort()
 
@@ -437,33 +515,34 @@ class Connection(asyncio.Protocol):
         self._pool._connections.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._raw_left and self._active and not self._complete:
+        state = self._state
+        if self._raw_left and state is READING_BODY:
             self._raw_body(data)
             return
-        if not self._active or self._complete:
+        if state is not AWAITING_HEAD and state is not READING_BODY and state is not READING_TO_CLOSE:
             # Bytes nobody asked for: they would become the next request's response.
-            self._stray = True
-            if self._idle:
+            self._spend(Spent.STRAY_BYTES)
+            if state is IDLE:
                 self._pool._discard(self)
                 self.abort()
             return
         self._last_activity = self._loop.time()
-        if not self._head_done:
+        if state is AWAITING_HEAD:
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            if not self._complete:
+            if self._state is not COMPLETE:
                 self._fail(ProtocolError("the upstream switched protocols unasked"))
             else:
-                self._stray = True
+                self._spend(Spent.STRAY_BYTES)
         except httptools.HttpParserError as error:
-            if self._complete:
-                self._stray = True
+            if self._state is COMPLETE:
+                self._spend(Spent.STRAY_BYTES)
             else:
                 self._fail(ProtocolError(f"malformed response: {error}"))
         else:
-            if not self._head_done and self._head_bytes > MAX_RESPONSE_HEADER_BYTES:
+            if self._state is AWAITING_HEAD and self._head_bytes > MAX_RESPONSE_HEADER_BYTES:
                 self._fail(ProtocolError(f"response head over {MAX_RESPONSE_HEADER_BYTES} bytes"))
 
     def _raw_body(self, data: bytes) -> None:
@@ -472,32 +551,33 @@ class Connection(asyncio.Protocol):
         left = self._raw_left
         if len(data) > left:
             data = data[:left]
-            self._stray = True          # bytes past Content-Length: the connection is not reused
+            self._spend(Spent.STRAY_BYTES)      # bytes past Content-Length: the connection is not reused
         self._raw_left = left - len(data)
         if self._raw_left == 0:
-            self._complete = True
+            self._state = COMPLETE
         self._buffer(data)
 
     def eof_received(self) -> bool | None:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
+        self._transport = None
+        self._spend(Spent.LOST)
+        state = self._state
         pool = self._pool
         pool._connections.discard(self)
-        if self._idle:
+        if state is IDLE:
             pool._discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._active and not self._complete and self._error is None:
-            if self._head_done and self._until_eof and exc is None:
-                self._complete = True           # a body delimited by the end of the connection
+        if (state is AWAITING_HEAD or state is READING_BODY or state is READING_TO_CLOSE) and self._error is None:
+            if state is READING_TO_CLOSE and exc is None:
+                self._state = COMPLETE             # a body delimited by the end of the connection
             else:
-                where = "mid-body" if self._head_done else "before the response head"
+                where = "before the response head" if state is AWAITING_HEAD else "mid-body"
                 cause = f": {exc}" if exc is not None else ""
                 self._error = RemoteDisconnected(f"the upstream closed the connection {where}{cause}")
-        self._keep_alive = False
         self._wake()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
@@ -515,12 +595,12 @@ class Connection(asyncio.Protocol):
     # --- httptools callbacks -----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self._complete:
+        if self._state is COMPLETE:
             raise _Stop()        # a second response nobody asked for
         self._headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._head_done:
+        if self._state is not AWAITING_HEAD:
             # A trailer field: never merged into the head already handed out (RFC 9110 6.5.1), and
             # not forwarded (the client's response is framed anew). Bounded like a head.
             self._trailer_bytes += len(name) + len(value) + 4
@@ -550,21 +630,22 @@ class Connection(asyncio.Protocol):
             raise _Stop()
         self.status = status
         self.raw_headers = headers
-        self._head_done = True
         if self._is_head:
             # httptools does not know the request method: the answer to HEAD ends with its head,
             # whatever Content-Length says, and the connection is not used again.
-            self._complete = True
-            self._keep_alive = False
+            self._state = COMPLETE
+            self._spend(Spent.BODILESS)
             self._wake()
             raise _Stop()
         bodiless = status == 204 or status == 304
         self._raw_left, until_eof = (0, False) if bodiless else _framing(headers)
         if not parser.should_keep_alive():
-            self._keep_alive = False
-            self._until_eof = until_eof
-        elif bodiless:
-            self._keep_alive = False       # stray bytes after a bodiless answer would be the next response
+            self._spend(Spent.NO_KEEP_ALIVE)
+            self._state = READING_TO_CLOSE if until_eof else READING_BODY
+        else:
+            self._state = READING_BODY
+            if bodiless:
+                self._spend(Spent.BODILESS)   # stray bytes after a bodiless answer would be the next response
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -575,17 +656,17 @@ class Connection(asyncio.Protocol):
     def _buffer(self, data: bytes) -> None:
         self._body.append(data)
         self._buffered += len(data)
-        if self._buffered > READ_BUFFER_HIGH and not self._read_paused and not self._complete:
+        if self._buffered > READ_BUFFER_HIGH and not self._read_paused and self._state is not COMPLETE:
             self._read_paused = True
-            self._transport.pause_reading()
+            self._transport.pause_reading()  # type: ignore[union-attr]  # data is arriving: still connected
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def on_message_complete(self) -> None:
-        if not self._head_done:
+        if self._state is AWAITING_HEAD:
             return       # an interim answer's end
-        self._complete = True
+        self._state = COMPLETE
         self._raw_left = 0
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -599,13 +680,15 @@ class Pool:
     """
 
     def __init__(self, host: str, port: int, *, connect_timeout_s: float, read_timeout_s: float,
-                 ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, server_hostname: str | None = None,
+                 connector: Connector | None = None) -> None:
         self.host = host
         self.port = port
         self._connect_timeout_s = connect_timeout_s
         self._read_timeout_s = read_timeout_s
         self._ssl = ssl_context
         self._server_hostname = server_hostname if ssl_context is not None else None
+        self._connector: Connector = connector or open_tcp
         self._idle: deque[Connection] = deque()
         self._connections: set[Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
@@ -626,29 +709,24 @@ class Pool:
         try:
             await connection.request(head, body, length, is_head, on_interim)
         except BaseException:
-            # An error, a failed request body, a cancellation: the connection's state is unknown.
-            connection.finish_exchange()
+            # An error, a failed request body, a cancellation: what is on the wire is unknown.
             connection.abort()
+            connection.finish_exchange()
             raise
         return connection
 
     def release(self, connection: Connection) -> None:
         """The exchange is over: keep the connection for the next one if it is clean, else close it."""
-        reusable = connection.finish_exchange()
-        if reusable and not self.closed:
-            loop = connection._loop
-            connection.park(loop.time())
-            self._idle.append(connection)
-            if self._sweeper is None:
-                self._sweeper = loop.call_later(KEEPALIVE_EXPIRY_S + 0.05, self._sweep)
-        elif connection._complete and connection._error is None and connection._body_error is None:
+        if not connection.finish_exchange():
+            return
+        if self.closed:
             connection.close()
-        else:
-            connection.abort()
-            # Unread body bytes go now: the connection is freed only by the cycle collector (its
-            # parser refers back to it), which may run much later.
-            connection._body.clear()
-            connection._buffered = 0
+            return
+        loop = connection._loop
+        connection.park(loop.time())
+        self._idle.append(connection)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(KEEPALIVE_EXPIRY_S + 0.05, self._sweep)
 
     def _take_idle(self) -> Connection | None:
         idle = self._idle
@@ -693,13 +771,12 @@ class Pool:
         factory: Callable[[], Connection] = lambda: Connection(self, loop, self._read_timeout_s)  # noqa: E731
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                _, connection = await loop.create_connection(
-                    factory, self.host, self.port, ssl=self._ssl, server_hostname=self._server_hostname)
+                connection = await self._connector(factory, self.host, self.port, self._ssl, self._server_hostname)
         except TimeoutError:
             raise ConnectTimeout(f"no connection to {self.host}:{self.port} within {self._connect_timeout_s:g}s") from None
         except OSError as error:
             raise ConnectError(f"cannot connect to {self.host}:{self.port}: {error.strerror or error}") from error
-        return connection
+        return connection  # type: ignore[return-value]  # the protocol the factory made
 
     def close(self) -> None:
         """Close every connection, idle or in use."""

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from .config.loader import ConfigError, load_config
-from .forward import UpstreamClient
+from .forward import Connector, UpstreamClient
 from .metrics import Metrics
 from .runtime import Runtime, build_runtime
 
@@ -23,9 +23,12 @@ RETIRED_CLIENT_GRACE_S = 120.0
 class ConfigHolder:
     """Owns the reference every request reads once; a reload builds aside and swaps it."""
 
-    def __init__(self, path: str, metrics: Metrics, *, count_reloads: bool = True) -> None:
+    def __init__(self, path: str, metrics: Metrics, *, count_reloads: bool = True,
+                 connector: Connector | None = None) -> None:
         self.path = path
         self.metrics = metrics
+        # How the upstream clients open connections (by default TCP); tests pass a scripted fake.
+        self.connector = connector
         # With several workers the parent counts reloads once for all of them.
         self.count_reloads = count_reloads
         self.runtime: Runtime | None = None
@@ -55,7 +58,7 @@ class ConfigHolder:
             raise
         for warning in config.warnings:
             log.warning("config.warning %s", warning)
-        runtime, retired = build_runtime(config, self.metrics, self.runtime)
+        runtime, retired = build_runtime(config, self.metrics, self.runtime, connector=self.connector)
         previous, self.runtime = self.runtime, runtime
         self.last_error = None
         if self.count_reloads:

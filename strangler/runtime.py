@@ -15,7 +15,7 @@ from resilience.budget import RetryBudget
 
 from .bulkhead import Bulkhead
 from .config.model import Config, Route, Upstream
-from .forward import UpstreamClient
+from .forward import Connector, UpstreamClient
 from .metrics import Metrics, PairMetrics
 from .routing import RequestHead, RoutingTable
 from .shadow_state import ShadowState
@@ -68,8 +68,13 @@ def _budget_ratio(config: Config, upstream: str) -> float:
     return min(ratios) if ratios else 0.2
 
 
-def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = None) -> tuple[Runtime, list[UpstreamClient]]:
-    """A runtime for `config`, reusing what `previous` holds; returns the clients it retires."""
+def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = None, *,
+                  connector: Connector | None = None) -> tuple[Runtime, list[UpstreamClient]]:
+    """A runtime for `config`, reusing what `previous` holds; returns the clients it retires.
+
+    The clients it creates open their connections with `connector` (by default TCP); clients
+    carried over keep the connector they were made with.
+    """
     old_upstreams = previous.upstreams if previous else {}
     upstreams: dict[str, UpstreamState] = {}
     retired: list[UpstreamClient] = []
@@ -77,13 +82,13 @@ def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = N
         old = old_upstreams.get(upstream.name)
         ratio = _budget_ratio(config, upstream.name)
         if old is None:
-            client = UpstreamClient(upstream)
+            client = UpstreamClient(upstream, connector=connector)
             state = UpstreamState(upstream, client, Bulkhead(upstream.max_concurrent), RetryBudget(ratio))
         else:
             client = old.client
             if client.settings != UpstreamClient(upstream).settings:
                 retired.append(client)
-                client = UpstreamClient(upstream)
+                client = UpstreamClient(upstream, connector=connector)
             old.bulkhead.resize(upstream.max_concurrent)
             old.budget.ratio = ratio
             health = old.health if old.upstream.health == upstream.health else HealthStatus()
