@@ -1,0 +1,84 @@
+"""Shadow copies in-process over scripted upstreams: whatever the shadow, the primary and the client do,
+the client's answer is the primary's, every slot and permit a copy took is given back once, and the
+copy is counted once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.forwarding.test_pipeline_in_process import LEGACY, NEW, STEPS, FakeClock, Proxy, settle
+from tests.support.fake_upstream import FakeUpstreams
+
+
+def shadowed(noise: str) -> str:
+    return f"""
+version: 1
+upstreams:
+  new: {{url: "{NEW}", timeout: 40ms, max_concurrent: 8}}
+  legacy: {{url: "{LEGACY}", timeout: 40ms}}
+defaults:
+  retry: {{attempts: 2, backoff: {{initial: 1ms, max: 2ms}}, budget: 100%}}
+  circuit_breaker: {{failure_threshold: 5, recovery_timeout: 30s, success_threshold: 1}}
+routes:
+  - name: orders
+    match: {{path: /}}
+    to: legacy
+    timeout: 150ms
+    shadow: {{upstream: new, methods: [GET, POST], allow_writes: true, max_body: 150B, compare: {{noise: {noise}}}}}
+"""
+
+
+async def copies_done(proxy: Proxy) -> None:
+    state = proxy.holder.runtime.routes["orders"].shadow
+    deadline = time.monotonic() + 5
+    while state.tasks and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    assert not state.tasks and state.in_flight == 0, "a copy is still running"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shadow_steps=st.lists(st.sampled_from(sorted(STEPS)), min_size=1, max_size=2),
+    legacy_steps=st.lists(st.sampled_from(sorted(STEPS)), min_size=1, max_size=3),
+    method=st.sampled_from(["GET", "POST"]),
+    noise=st.sampled_from(["off", "learn"]),
+    client=st.sampled_from(["stays", "goes-mid-body", "cancelled"]),
+    cancel_after=st.integers(0, 40),
+)
+def test_a_copy_never_changes_the_answer_and_gives_everything_back_once(tmp_path: Path, shadow_steps, legacy_steps,
+                                                                       method, noise, client, cancel_after):
+    async def scenario() -> None:
+        async with FakeUpstreams() as fake:
+            fake.upstream(NEW).script(*(STEPS[step] for step in shadow_steps))
+            fake.upstream(LEGACY).script(*(STEPS[step] for step in legacy_steps))
+            p = Proxy(tmp_path, shadowed(noise), fake, FakeClock())
+            task = asyncio.ensure_future(p.request(method, "/x", b"body" if method == "POST" else b"",
+                                                   gone_after_chunks=1 if client == "goes-mid-body" else None))
+            if client == "cancelled":
+                for _ in range(cancel_after):
+                    if task.done():
+                        break
+                    await asyncio.sleep(0)
+                task.cancel()
+            try:
+                answer = await task
+            except asyncio.CancelledError:
+                answer = None
+            if answer is not None and client == "stays" and legacy_steps[0] == "ok":
+                assert (answer.status, answer.body, answer.header("x-strangler-upstream")) == (200, b"ok", "legacy")
+            await copies_done(p)
+            await settle()
+            p.assert_everything_given_back()
+            state = p.holder.runtime.routes["orders"].shadow
+            counted = sum(state.counts.values())
+            assert counted <= 1 and counted == sum(
+                p.sample("strangler_shadow_requests_total", route="orders", shadow="new", result=result)
+                for result in state.counts)
+            await p.holder.close()
+
+    asyncio.run(scenario())
