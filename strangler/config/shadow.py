@@ -59,20 +59,21 @@ def _compare(r: Reader, node: Node, path: str) -> ShadowCompare | None:
         return None
     settings: dict[str, object] = {}
     if "ignore_headers" in fields:
-        names = [r.text(item, where, values.token) for where, item in r.items(fields["ignore_headers"],
-                                                                               join(path, "ignore_headers"))]
-        ok = fields["ignore_headers"].kind == "list" and None not in names
-        settings["ignore_headers"] = frozenset(name.lower() for name in names) if ok else None  # type: ignore[union-attr]
+        names = _strings(r, fields["ignore_headers"], join(path, "ignore_headers"), values.token)
+        settings["ignore_headers"] = None if names is None else frozenset(name.lower() for name in names)
     if "ignore_fields" in fields:
-        found = [r.text(item, where, _json_path) for where, item in r.items(fields["ignore_fields"],
-                                                                            join(path, "ignore_fields"))]
-        ok = fields["ignore_fields"].kind == "list" and None not in found
-        settings["ignore_fields"] = tuple(found) if ok else None
+        settings["ignore_fields"] = _strings(r, fields["ignore_fields"], join(path, "ignore_fields"), _json_path)
     if "noise" in fields:
         settings["learn_noise"] = _noise(r, fields["noise"], join(path, "noise"))
     if None in settings.values():
         return None
     return ShadowCompare(**settings)  # type: ignore[arg-type]
+
+
+def _strings(r: Reader, node: Node, path: str, parse: Callable[[str], str]) -> tuple[str, ...] | None:
+    """A list of strings, each checked by `parse`; None when any of them (or the list) is wrong."""
+    found = [r.text(item, where, parse) for where, item in r.items(node, path)]
+    return tuple(found) if node.kind == "list" and None not in found else None  # type: ignore[arg-type]
 
 
 def _json_path(text: str) -> str:
