@@ -533,6 +533,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _measuring_order(keys: list[str]) -> list[list[Scenario]]:
+    """The chosen scenarios in order, each with the one it is judged against when that runs too."""
+    chosen = [s for s in SCENARIOS if s.key in keys]
+    baselines = {s.baseline for s in chosen if s.baseline in keys}
+    by_key = {s.key: s for s in SCENARIOS}
+    return [[by_key[s.baseline], s] if s.baseline in keys else [s] for s in chosen if s.key not in baselines]
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -604,13 +612,15 @@ def main(argv: list[str] | None = None) -> int:
                     processes.stop(contender.process)
 
         running = [c for c in contenders.values() if c.ok]
-        # Scenario by scenario, contender after contender: drift on a noisy machine hits all alike.
-        for scenario in (s for s in SCENARIOS if s.key in args.scenarios.split(",")):
+        # Scenario by scenario, contender after contender: drift on a noisy machine hits all alike. A
+        # scenario judged against another (S5 against S1) is measured in turns with it, round by round.
+        for group in _measuring_order(args.scenarios.split(",")):
             for _ in range(args.rounds):
-                for contender in running:
-                    if not scenario.only or contender.name in scenario.only:
-                        measure(contender, scenario, scripts, tools["wrk"], args, origin.pid,
-                                shadow_origin.pid if shadow_origin is not None and scenario.baseline else None)
+                for scenario in group:
+                    for contender in running:
+                        if not scenario.only or contender.name in scenario.only:
+                            measure(contender, scenario, scripts, tools["wrk"], args, origin.pid,
+                                    shadow_origin.pid if shadow_origin is not None and scenario.baseline else None)
         for contender in running:
             if contender.process is not None:
                 contender.peak_rss_bytes = harness.peak_rss_bytes(contender.process.pid)

@@ -110,3 +110,10 @@ def test_s5_copies_a_tenth_of_s1s_requests_to_a_second_origin():
     assert s5.shadow is not None and s5.shadow.percent == 10
     assert config.upstream(s5.shadow.upstream).url == "http://127.0.0.1:43211"
     assert {config.upstream(name).url for name in s5.upstream_names} == {"http://127.0.0.1:43210"}
+
+
+def test_s5_is_measured_in_turns_with_s1():
+    """Round by round, S1 then S5, so that the machine's drift hits both alike; other scenarios as they come."""
+    order = [[scenario.key for scenario in group] for group in run._measuring_order(["S1", "S2", "S4", "S5"])]
+    assert order == [["S2"], ["S4"], ["S1", "S5"]]
+    assert [[s.key for s in group] for group in run._measuring_order(["S1", "S2"])] == [["S1"], ["S2"]]
