@@ -16,6 +16,7 @@ import uvicorn
 
 from .admin import create_admin_app
 from .app import ProxyApp
+from .control.plane import local_controller
 from .protocol import LimitedHttpToolsProtocol
 from .reload import ConfigHolder
 
@@ -60,10 +61,15 @@ async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
     app = ProxyApp(holder, watch=options.watch)
     proxy = uvicorn.Server(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
                                                 options.graceful_timeout_s))
-    admin = _AdminServer(uvicorn.Config(create_admin_app(holder), host=options.admin_host, port=options.admin_port,
+    # The controller puts its state's shares (a ramp's step, roll back all) in force before the first request.
+    controller = local_controller(holder)
+    controller.start()
+    admin_app = create_admin_app(holder, controller=controller, bound_host=options.admin_host)
+    admin = _AdminServer(uvicorn.Config(admin_app, host=options.admin_host, port=options.admin_port,
                                         log_level=options.log_level, lifespan="off", access_log=False,
                                         server_header=False))
     admin_task = asyncio.create_task(admin.serve())
+    control_task = asyncio.create_task(controller.run())
     runtime = holder.runtime
     log.info("strangler.started listen=http://%s:%d admin=http://%s:%d config=%s version=%s",
              options.host, options.port, options.admin_host, options.admin_port, options.config_path,
@@ -71,8 +77,9 @@ async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
     try:
         await proxy.serve()
     finally:
+        control_task.cancel()
         admin.should_exit = True
-        await asyncio.gather(admin_task, return_exceptions=True)
+        await asyncio.gather(admin_task, control_task, return_exceptions=True)
         log.info("strangler.stopped")
 
 

@@ -104,12 +104,10 @@ class Copy:
         if not self._done.done():
             self._done.set_result(outcome)
 
-    def __enter__(self) -> Copy:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
-        # The client's answer did not go out whole (a proxy error, the client gone, an upstream mid-body).
-        self._settle("primary_failed" if kind is not None else "primary_incomplete")
+    def abandon(self) -> None:
+        """The client's request is over: unless its answer went out whole (a proxy error, the client
+        gone, an upstream failing mid-body), there is nothing to compare."""
+        self._settle("primary_incomplete")
         self._chunks = None
 
 
@@ -130,10 +128,7 @@ class _NoCopy(Copy):
     def complete(self) -> None:
         pass
 
-    def __enter__(self) -> _NoCopy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def abandon(self) -> None:
         pass
 
 
@@ -224,7 +219,7 @@ async def _fetch(upstream: UpstreamState, breaker: CircuitBreaker, recorder: Rec
         raise Skipped("circuit_open") from None
     except BulkheadFull:
         raise Skipped("bulkhead_full") from None
-    with lease:
+    try:
         try:
             permit = lease.begin_attempt(route)
         except CircuitOpen:
@@ -243,6 +238,8 @@ async def _fetch(upstream: UpstreamState, breaker: CircuitBreaker, recorder: Rec
             permit.record_failure()
             raise ShadowFailed("timeout") from None
         lease.body_complete = True
+    finally:
+        lease.close()
     return answer
 
 

@@ -13,6 +13,7 @@ COHORT_COOKIE = "strangler_cohort"
 MAX_REPLAY_BODY_BYTES = 64 * 1024
 
 StickyKind = Literal["cohort", "cookie", "header", "client-ip", "none"]
+OnBreach = Literal["rollback", "hold"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -37,6 +38,7 @@ class Upstream:
     timeout_s: float = 30.0        # longest wait for the upstream's next bytes
     max_concurrent: int = 256      # bulkhead
     health: HealthCheck | None = None
+    role: Literal["legacy"] | None = None   # the monolith: where "back to legacy" sends traffic
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +84,34 @@ class Shadow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Gates:
+    """What a ramp's window must show before its next step; a gate left at None is off."""
+
+    min_requests: int = 100                                 # fewer for `to` in the window: inconclusive
+    max_error_rate_percent: float | None = None             # of `to`'s requests
+    max_error_rate_increase_percent: float | None = None    # `to`'s error rate minus legacy's, same window
+    max_p95_ratio: float | None = None                      # p95 of `to` over legacy's
+    min_shadow_match_percent: float | None = None           # only on a route with shadow on
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ramp:
+    """Moves a route's share from its legacy upstream to `to`, one step per window that passes its gates."""
+
+    to: str
+    legacy: str                                     # the upstream with role: legacy, the other side of the split
+    steps: tuple[float, ...]                        # the share of `to` at each step, increasing
+    every_s: float                                  # how long each step is watched
+    gates: Gates = Gates()
+    on_breach: OnBreach = "rollback"
+    id: str = ""                                    # of the ramp block and the route's split: edit either, start anew
+
+    def shares(self, split: tuple[tuple[str, float], ...], percent: float) -> tuple[tuple[str, float], ...]:
+        """The split with `to` at `percent` and legacy taking the rest, in the split's own order."""
+        return tuple((name, percent if name == self.to else 100.0 - percent) for name, _ in split)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     name: str
     match: Match
@@ -94,6 +124,7 @@ class Route:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     max_body_bytes: int | None = None               # None: limits.max_body_bytes
     shadow: Shadow | None = None                    # copies of sampled requests, compared
+    ramp: Ramp | None = None
     line: int = 0                                   # where the route starts in the file
 
     @property
@@ -134,9 +165,16 @@ class Config:
     expose_headers: bool = True
     limits: Limits = Limits()
     access_log: AccessLog = AccessLog()
+    admin_token: str | None = None  # admin.token; STRANGLER_ADMIN_TOKEN, when set, takes its place
+    state_dir: str = "var/strangler"   # ramp progress and roll back all; relative to the config file's folder
     source: str = "<string>"        # file name as given, for messages
     sha256: str = ""                # of the file's bytes: the config version users see
     warnings: tuple[str, ...] = ()  # FILE:LINE:COL: path: message, e.g. shadowed routes
+
+    @property
+    def legacy(self) -> str | None:
+        """The name of the upstream with role: legacy, if one has it."""
+        return next((upstream.name for upstream in self.upstreams if upstream.role == "legacy"), None)
 
     def upstream(self, name: str) -> Upstream:
         for upstream in self.upstreams:
