@@ -67,6 +67,7 @@ class Metrics:
                                          ["route", "shadow"], buckets=DURATION_BUCKETS_S, registry=r)
         # --- end of shadow traffic -------------------------------------------------------------------
         self.control = ControlMetrics(r)
+        self._shadow_cache: dict[tuple[str, str], ShadowMetrics] = {}
         self._requests_cache: dict[tuple[str, str, str, int], Counter] = {}
         self._pair_cache: dict[tuple[str, str], PairMetrics] = {}
         self._inflight_cache: dict[str, Gauge] = {}
@@ -76,6 +77,13 @@ class Metrics:
         found = self._pair_cache.get(key)
         if found is None:
             found = self._pair_cache[key] = PairMetrics(self, route, upstream)
+        return found
+
+    def shadow(self, route: str, shadow: str) -> "ShadowMetrics":
+        key = (route, shadow)
+        found = self._shadow_cache.get(key)
+        if found is None:
+            found = self._shadow_cache[key] = ShadowMetrics(self, route, shadow)
         return found
 
     def inflight_of(self, upstream: str) -> Gauge:
@@ -133,6 +141,25 @@ class Metrics:
                 key = (sample.labels["route"], sample.labels["upstream"])
                 states[key] = max(states.get(key, 0), int(sample.value))
         return states
+
+
+class ShadowMetrics:
+    """The shadow children for one (route, shadow upstream), bound once."""
+
+    __slots__ = ("duration", "results", "_metrics", "_route", "_shadow")
+
+    def __init__(self, metrics: Metrics, route: str, shadow: str) -> None:
+        self._metrics = metrics
+        self._route = route
+        self._shadow = shadow
+        self.duration = metrics.shadow_duration.labels(route, shadow)
+        self.results: dict[str, Counter] = {}
+
+    def result(self, result: str) -> None:
+        child = self.results.get(result)
+        if child is None:
+            child = self.results[result] = self._metrics.shadow_requests.labels(self._route, self._shadow, result)
+        child.inc()
 
 
 class PairMetrics:

@@ -52,9 +52,10 @@ class Recorder:
     def shadow_copy(self, route: str, shadow: str, result: str, duration_s: float | None) -> None:
         """A copy of a request came to `result` (match, mismatch, noise, shadow_error, skipped); it took
         `duration_s` at the shadow upstream when it was sent there."""
-        self.metrics.shadow_requests.labels(route, shadow, result).inc()
+        children = self.metrics.shadow(route, shadow)
+        children.result(result)
         if duration_s is not None:
-            self.metrics.shadow_duration.labels(route, shadow).observe(duration_s)
+            children.duration.observe(duration_s)
 
     # --- once it is over ----------------------------------------------------------------------------
 

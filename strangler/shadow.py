@@ -59,7 +59,7 @@ class Copy:
 
     __slots__ = ("_limit", "_shadow", "_upstream", "_status", "_headers", "_chunks", "_size", "_done")
 
-    def __init__(self, limit: int, shadow: str) -> None:
+    def __init__(self, limit: int, shadow: str, loop: asyncio.AbstractEventLoop) -> None:
         self._limit = limit
         self._shadow = shadow
         self._upstream = ""
@@ -69,7 +69,7 @@ class Copy:
         self._size = 0
         # The client's upstream and answer, or why there is none to compare (a result either way, so
         # that a copy that ended first leaves no unretrieved exception behind).
-        self._done: asyncio.Future[tuple[str, Answer] | str] = asyncio.get_running_loop().create_future()
+        self._done: asyncio.Future[tuple[str, Answer] | str] = loop.create_future()
 
     def head(self, upstream: str, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
         self._upstream, self._status, self._headers = upstream, status, raw_headers
@@ -155,9 +155,10 @@ def start_copy(runtime: Runtime, route_rt: RouteRuntime, method: str, target: st
     if request_body is None:
         _count(state, recorder, "skipped", "request_body_not_kept", None)    # it streams: no replay for a copy
         return NO_COPY
-    copy = Copy(policy.max_body_bytes, policy.upstream)
+    loop = asyncio.get_running_loop()
+    copy = Copy(policy.max_body_bytes, policy.upstream, loop)
     state.in_flight += 1
-    task = asyncio.get_running_loop().create_task(_run(
+    task = loop.create_task(_run(
         runtime, route_rt, state, recorder, method, target, [*headers, SHADOW_HEADER], request_body or None, copy,
         trace.request_id))
     state.tasks.add(task)
