@@ -29,7 +29,8 @@ from .problem import problem_body, problem_headers
 from .recorder import Recorder
 from .routing import REFUSED_METHODS, RequestHead, check_method
 from .runtime import Runtime
-from .shadow import Copy, start_copy
+from .shadow import start_copy
+from .tee import Copy
 from .sticky import cohort_set_cookie, sticky_key
 
 _BODYLESS_STATUS = frozenset({204, 304})

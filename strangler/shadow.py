@@ -2,9 +2,9 @@
 answers are compared off the client's path.
 
 The pipeline makes one call, `start_copy`, before it forwards the request, and streams the
-client's answer through what it returns: a `Copy` keeps the bytes it passes on (up to
-`max_body`, by reference, never holding the client back), or `NO_COPY` for a request that is
-not copied. The copy runs as a task of its own, never awaited by the client's request:
+client's answer through what it returns (`tee.py`: a `Copy` keeps the bytes it passes on, up to
+`max_body`, by reference, never holding the client back; `NO_COPY` for a request that is
+not copied). The copy runs as a task of its own, never awaited by the client's request:
 
     start_copy ──> task: lease on the shadow upstream (its bulkhead, breaker, pool), send the copy
                    with X-Strangler-Shadow: 1, read its answer up to max_body, lease closed
@@ -37,6 +37,7 @@ from .outcome import RequestTrace
 from .recorder import Recorder
 from .runtime import RouteRuntime, Runtime, UpstreamState
 from .shadow_state import ShadowState, sample
+from .tee import NO_COPY, Copy, Skipped
 
 log = logging.getLogger("strangler.shadow")
 
@@ -46,93 +47,8 @@ INLINE_COMPARE_BYTES = 64 * 1024      # larger answers are compared on the worke
 _comparisons: ThreadPoolExecutor | None = None
 
 
-class Skipped(Exception):
-    """The copy cannot be compared; `args[0]` says why."""
-
-
 class ShadowFailed(Exception):
     """The shadow upstream failed the copy (refused, reset, timed out, garbage); `args[0]` is the reason."""
-
-
-class Copy:
-    """The client's answer as the pipeline streams it, kept for the comparison up to `max_body`."""
-
-    __slots__ = ("_limit", "_shadow", "_upstream", "_status", "_headers", "_chunks", "_size", "_done")
-
-    def __init__(self, limit: int, shadow: str, loop: asyncio.AbstractEventLoop) -> None:
-        self._limit = limit
-        self._shadow = shadow
-        self._upstream = ""
-        self._status = 0
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._chunks: list[bytes] | None = []
-        self._size = 0
-        # The client's upstream and answer, or why there is none to compare (a result either way, so
-        # that a copy that ended first leaves no unretrieved exception behind).
-        self._done: asyncio.Future[tuple[str, Answer] | str] = loop.create_future()
-
-    def head(self, upstream: str, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
-        self._upstream, self._status, self._headers = upstream, status, raw_headers
-        if upstream == self._shadow:
-            self._settle("shadow_answered")       # the fallback was the shadow upstream itself
-
-    def keep(self, chunk: bytes) -> None:
-        chunks = self._chunks
-        if chunks is not None:
-            self._size += len(chunk)
-            if self._size <= self._limit:
-                chunks.append(chunk)
-            else:
-                self._chunks = None
-
-    def complete(self) -> None:
-        """The client's answer went out whole."""
-        if self._chunks is None:
-            self._settle("body_too_large")
-        else:
-            self._settle((self._upstream, Answer(self._status, self._headers, b"".join(self._chunks))))
-        self._chunks = None
-
-    async def answer(self) -> tuple[str, Answer]:
-        """The upstream that answered the client, and its answer; Skipped if there is none to compare."""
-        outcome = await self._done
-        if isinstance(outcome, str):
-            raise Skipped(outcome)
-        return outcome
-
-    def _settle(self, outcome: tuple[str, Answer] | str) -> None:
-        if not self._done.done():
-            self._done.set_result(outcome)
-
-    def abandon(self) -> None:
-        """The client's request is over: unless its answer went out whole (a proxy error, the client
-        gone, an upstream failing mid-body), there is nothing to compare."""
-        self._settle("primary_incomplete")
-        self._chunks = None
-
-
-class _NoCopy(Copy):
-    """For a request that is not copied: the pipeline streams through it at no cost."""
-
-    __slots__ = ()
-
-    def __init__(self) -> None:
-        pass
-
-    def head(self, upstream: str, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
-        pass
-
-    def keep(self, chunk: bytes) -> None:
-        pass
-
-    def complete(self) -> None:
-        pass
-
-    def abandon(self) -> None:
-        pass
-
-
-NO_COPY = _NoCopy()
 
 
 def start_copy(runtime: Runtime, route_rt: RouteRuntime, method: str, target: str,

@@ -39,7 +39,7 @@ STRANGLER_LAYERS = [
     ("stages", {"strangler.paths", "strangler.headers", "strangler.body", "strangler.routing", "strangler.split",
                 "strangler.sticky", "strangler.bulkhead", "strangler.http1", "strangler.forward",
                 "strangler.metrics", "strangler.problem", "strangler.outcome", "strangler.overlay", "strangler.compare",
-                "strangler.shadow_state"}),
+                "strangler.shadow_state", "strangler.tee"}),
     ("runtime", {"strangler.runtime", "strangler.reload", "strangler.health", "strangler.recorder",
                  "strangler.lease"}),
     ("pipeline", {"strangler.pipeline", "strangler.forwarder", "strangler.shadow"}),
