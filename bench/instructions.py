@@ -7,7 +7,7 @@ Starts the benchmark's two nginx origins and `strangler run --config bench/stran
 callgrind with counting off; per path, counts only while N GET requests are answered (8 keep-alive
 connections, returning visitors' cohort cookies) and the copies they caused are done, and prints
 instructions per request. /small is S1's route; /shadowed is the same route with
-`shadow: {percent: 10}` (S5). Standard library only; needs valgrind.
+`shadow: {percent: 10}` (S6). Standard library only; needs valgrind.
 """
 
 from __future__ import annotations

@@ -100,8 +100,10 @@ def routing_table(config: Config) -> str:
         if match.host:
             parts.append(f"host={match.host}")
         parts.extend(f"{name}={value}" for name, value in match.headers)
-        split = ", ".join(f"{name} {percent:g}%" for name, percent in route.split)
-        row = (route.name, " ".join(parts), split, route.fallback or "-", route.sticky.describe())
+        split = ", ".join(f"{name} {percent:g}%" for name, percent in route.split) or "compose: " + ", ".join(
+            f"{part.name}={part.upstream}" + (" (required)" if part.required else "") for part in route.compose)
+        row = (route.name, " ".join(parts), split, route.fallback or "-",
+               "-" if route.compose else route.sticky.describe())
         if shadows:
             copy = route.shadow
             row += (f"{copy.upstream} {copy.percent:g}% of {','.join(sorted(copy.methods))}" if copy else "-",)

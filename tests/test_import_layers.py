@@ -42,7 +42,7 @@ STRANGLER_LAYERS = [
                 "strangler.shadow_state", "strangler.tee"}),
     ("runtime", {"strangler.runtime", "strangler.reload", "strangler.health", "strangler.recorder",
                  "strangler.lease"}),
-    ("pipeline", {"strangler.pipeline", "strangler.forwarder", "strangler.shadow"}),
+    ("pipeline", {"strangler.pipeline", "strangler.forwarder", "strangler.compose", "strangler.shadow"}),
     ("control plane", {"strangler.control"}),
     ("apps and command line", {"strangler.app", "strangler.protocol", "strangler.admin", "strangler.admin_guard",
                                "strangler.server", "strangler.workers", "strangler.explain", "strangler.operate",

@@ -101,19 +101,33 @@ def test_upload_probe_body_matches_the_wrk_post_body():
     assert f"string.rep(table.concat(parts), {64 * 1024 // 256})" in script
 
 
-def test_s5_copies_a_tenth_of_s1s_requests_to_a_second_origin():
-    """S5's route is S1's with `shadow: {percent: 10}`, its shadow upstream at the second origin's port."""
+def test_the_composite_route_of_s5_has_its_parts_on_the_origin_after_the_other_routes():
+    """S5's route composes the parts the gate checks, each from the origin's /small; S1-S4's requests
+    never walk past it (it comes after their routes)."""
+    config = loader.load_config(BENCH_DIR / "strangler.yaml")
+    names = [route.name for route in config.routes]
+    composite = next(route for route in config.routes if route.compose)
+    assert composite.match.template.match(run.COMPOSITE_PATH) is not None
+    assert tuple(part.name for part in composite.compose) == run.COMPOSITE_PARTS
+    assert all(part.target.fill({"id": "7"}).startswith("/small?") for part in composite.compose)
+    served = [names.index(next(r.name for r in config.routes if r.match.path == path))
+              for path in ("/small", "/large", "/upload")]
+    assert names.index(composite.name) > max(served)
+
+
+def test_s6_copies_a_tenth_of_s1s_requests_to_a_second_origin():
+    """S6's route is S1's with `shadow: {percent: 10}`, its shadow upstream at the second origin's port."""
     config = loader.parse_config(run.config_for_origin((BENCH_DIR / "strangler.yaml").read_text(), 43210, 43211))
     s1 = next(route for route in config.routes if route.match.path == "/small")
-    s5 = next(route for route in config.routes if route.match.path == "/shadowed")
-    assert (s5.split, s5.sticky, s5.fallback, s5.timeout_s) == (s1.split, s1.sticky, s1.fallback, s1.timeout_s)
-    assert s5.shadow is not None and s5.shadow.percent == 10
-    assert config.upstream(s5.shadow.upstream).url == "http://127.0.0.1:43211"
-    assert {config.upstream(name).url for name in s5.upstream_names} == {"http://127.0.0.1:43210"}
+    s6 = next(route for route in config.routes if route.match.path == "/shadowed")
+    assert (s6.split, s6.sticky, s6.fallback, s6.timeout_s) == (s1.split, s1.sticky, s1.fallback, s1.timeout_s)
+    assert s6.shadow is not None and s6.shadow.percent == 10
+    assert config.upstream(s6.shadow.upstream).url == "http://127.0.0.1:43211"
+    assert {config.upstream(name).url for name in s6.upstream_names} == {"http://127.0.0.1:43210"}
 
 
-def test_s5_is_measured_in_turns_with_s1():
-    """Round by round, S1 then S5, so that the machine's drift hits both alike; other scenarios as they come."""
-    order = [[scenario.key for scenario in group] for group in run._measuring_order(["S1", "S2", "S4", "S5"])]
-    assert order == [["S2"], ["S4"], ["S1", "S5"]]
+def test_s6_is_measured_in_turns_with_s1():
+    """Round by round, S1 then S6, so that the machine's drift hits both alike; other scenarios as they come."""
+    order = [[scenario.key for scenario in group] for group in run._measuring_order(["S1", "S2", "S4", "S5", "S6"])]
+    assert order == [["S2"], ["S4"], ["S5"], ["S1", "S6"]]
     assert [[s.key for s in group] for group in run._measuring_order(["S1", "S2"])] == [["S1"], ["S2"]]
