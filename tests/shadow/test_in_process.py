@@ -11,26 +11,16 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.forwarding.test_pipeline_in_process import LEGACY, NEW, STEPS, FakeClock, Proxy, settle
+from tests.forwarding.test_pipeline_in_process import LEGACY, NEW, STEPS, FakeClock, Proxy, config, outcome, settle
 from tests.support.fake_upstream import FakeUpstreams
 
 
 def shadowed(noise: str) -> str:
-    return f"""
-version: 1
-upstreams:
-  new: {{url: "{NEW}", timeout: 40ms, max_concurrent: 8}}
-  legacy: {{url: "{LEGACY}", timeout: 40ms}}
-defaults:
-  retry: {{attempts: 2, backoff: {{initial: 1ms, max: 2ms}}, budget: 100%}}
-  circuit_breaker: {{failure_threshold: 5, recovery_timeout: 30s, success_threshold: 1}}
-routes:
-  - name: orders
-    match: {{path: /}}
-    to: legacy
-    timeout: 150ms
-    shadow: {{upstream: new, methods: [GET, POST], allow_writes: true, max_body: 150B, compare: {{noise: {noise}}}}}
-"""
+    """The forwarding tests' route, to legacy, with a shadow to new (answers over 150 bytes not compared)."""
+    text = config(fallback=False, timeout="150ms", upstream_timeout="40ms")
+    assert "    to: new\n" in text
+    return text.replace("    to: new\n", "    to: legacy\n    shadow: {upstream: new, methods: [GET, POST], "
+                        f"allow_writes: true, max_body: 150B, compare: {{noise: {noise}}}}}\n")
 
 
 async def copies_done(proxy: Proxy) -> None:
@@ -59,16 +49,7 @@ def test_a_copy_never_changes_the_answer_and_gives_everything_back_once(tmp_path
             p = Proxy(tmp_path, shadowed(noise), fake, FakeClock())
             task = asyncio.ensure_future(p.request(method, "/x", b"body" if method == "POST" else b"",
                                                    gone_after_chunks=1 if client == "goes-mid-body" else None))
-            if client == "cancelled":
-                for _ in range(cancel_after):
-                    if task.done():
-                        break
-                    await asyncio.sleep(0)
-                task.cancel()
-            try:
-                answer = await task
-            except asyncio.CancelledError:
-                answer = None
+            answer = await outcome(task, cancel_after if client == "cancelled" else None)
             if answer is not None and client == "stays" and legacy_steps[0] == "ok":
                 assert (answer.status, answer.body, answer.header("x-strangler-upstream")) == (200, b"ok", "legacy")
             await copies_done(p)
