@@ -22,6 +22,7 @@ from .dashboard import Dashboard, DashboardSources, asset
 from .dashboard.assets import HEADERS as PAGE_HEADERS
 from .reload import ConfigHolder
 from .runtime import Runtime
+from .shadow_state import compared_of, match_rate
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -90,11 +91,38 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
     }
 
 
-def dashboard_sources(holder: ConfigHolder, controller: Controller | None) -> DashboardSources:
-    """What the dashboard shows beyond the proxy's own state: ramps and roll back all from the controller, and
-    whether its buttons need the admin token."""
+def shadow_document(runtime: Runtime, across_workers: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """Each shadowed route: counts, match rate, the fields that differ most (latest mismatches: /samples).
+
+    With workers, each one compares its own copies: the counts are added up from the metrics,
+    and fields and samples stay in the workers.
+    """
+    routes = {}
+    for name, route_rt in runtime.routes.items():
+        if route_rt.shadow is None:
+            continue
+        found = route_rt.shadow.document()
+        if across_workers is not None:
+            counts = {result: across_workers.get(name, {}).get(result, 0) for result in found["counts"]}
+            found.update(counts=counts, compared=compared_of(counts), match_rate=match_rate(counts),
+                         across_workers=True)
+        routes[name] = found
+    return {"version": runtime.config.sha256, "routes": routes}
+
+
+def dashboard_sources(holder: ConfigHolder, controller: Controller | None, *,
+                      workers: bool = False) -> DashboardSources:
+    """What the dashboard shows beyond the proxy's own state: ramps and roll back all from the controller,
+    shadow traffic's GET /shadow, and whether its buttons need the admin token."""
+    def shadow() -> dict[str, Any]:
+        runtime = holder.runtime
+        if runtime is None:
+            return {"routes": {}}
+        return shadow_document(runtime, holder.metrics.shadow_counts_across_workers() if workers else None)
+
     return DashboardSources(
         ramps=controller.document if controller is not None else None,
+        shadow=shadow,
         token_required=lambda: admin_token(holder.runtime.config if holder.runtime else None) is not None,
     )
 
@@ -108,7 +136,7 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
     Origin check. `dashboard` is the page's server side, whose history the caller runs; without one the
     page still shows the live state, with no figures.
     """
-    dashboard = dashboard or Dashboard(holder, dashboard_sources(holder, controller))
+    dashboard = dashboard or Dashboard(holder, dashboard_sources(holder, controller, workers=workers))
 
     def current_routes() -> dict[str, Any] | None:
         runtime = holder.runtime
@@ -164,6 +192,21 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
             document, int(since) if since.isdigit() else 0, sourced)))
         return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
 
+    async def shadow(request: Request) -> Response:
+        runtime = holder.runtime
+        if runtime is None:
+            return JSONResponse({"error": "no config loaded"}, status_code=503)
+        return JSONResponse(shadow_document(runtime, holder.metrics.shadow_counts_across_workers() if workers else None))
+
+    async def shadow_samples(request: Request) -> Response:
+        runtime = holder.runtime
+        name = request.path_params["route"]
+        route_rt = runtime.routes.get(name) if runtime is not None else None
+        if route_rt is None or route_rt.shadow is None:
+            return JSONResponse({"error": f"no route named {name!r} with a shadow"}, status_code=404)
+        return JSONResponse({"route": name, "shadow": route_rt.shadow.policy.upstream,
+                             "samples": list(reversed(route_rt.shadow.samples))})
+
     async def reload(request: Request) -> Response:
         try:
             runtime = holder.reload()
@@ -182,6 +225,8 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
         Route("/health/ready", ready),
         Route("/routes", routes),
         Route("/reload", reload, methods=["POST"]),
+        Route("/shadow", shadow),
+        Route("/shadow/{route}/samples", shadow_samples),
         *(control_routes(controller) if controller is not None else ()),
         Route("/", page),
         Route("/dashboard/{name}", page_file),

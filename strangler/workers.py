@@ -104,7 +104,7 @@ class _AdminThread:
     """The admin listener and upstream health checks, on their own event loop in the parent."""
 
     def __init__(self, options: ServeOptions, holder: ConfigHolder, controller: Controller, on_reload) -> None:
-        self.dashboard = Dashboard(holder, dashboard_sources(holder, controller))
+        self.dashboard = Dashboard(holder, dashboard_sources(holder, controller, workers=True))
         app = create_admin_app(holder, on_reload=on_reload, workers=True, controller=controller,
                                bound_host=options.admin_host, dashboard=self.dashboard)
         self.holder = holder

@@ -95,7 +95,7 @@ class Dashboard:
             "loaded_at": routes_document["loaded_at"],
             "features": {
                 "ramps": ramps.configured, "ramps_available": ramps.available,
-                "shadow": shadow.configured or any(route["shadow"] for route in routes),
+                "shadow": any(route["shadow"] for route in routes),
                 "shadow_available": shadow.available,
                 # The page asks for the token before its first change when one is needed (and after a 401).
                 "token_required": sourced.token_required,

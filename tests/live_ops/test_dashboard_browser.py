@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import Counter as PrometheusCounter
 
 from strangler.admin import create_admin_app
 from strangler.dashboard import Dashboard, DashboardSources
@@ -110,6 +109,7 @@ routes:
   - name: everything-else
     match: {{path: /}}
     to: legacy
+    shadow: {{upstream: orders}}      # orders answers otherwise: every copy differs
 """)
     proxy = ProxyProcess(config)
     try:
@@ -191,6 +191,13 @@ def test_traffic_sent_during_the_test_appears_in_the_rates(site: Site) -> None:
     for name in ("orders-read", "inventory", "payments", "everything-else"):
         assert float(rows[name]["rps"]) > 0, rows[name]
     assert rows["orders-write"]["rps"] in ("0.00", "–")
+    # The copies of GET / went to orders, whose answer differs from legacy's: GET /shadow says where.
+    shadow = site.page.locator('tr[data-route="everything-else"] .shadow')
+    wait_until(lambda: shadow.locator(".rate").count() == 1 and shadow.locator(".rate").inner_text() == "0.00% match",
+               timeout_s=10, what="the page to show the shadow's match rate")
+    assert shadow.locator("li").count() >= 1
+    samples = httpx.get(f"{site.proxy.admin_url}/{shadow.locator('a').get_attribute('href')}", timeout=5).json()
+    assert samples["route"] == "everything-else" and samples["samples"]
     share = float(site.page.locator("#new-share").inner_text().rstrip("%")) / 100
     assert share > 0
     wait_until(lambda: all(route["spark"] for route in shown_routes(site.page) if route["name"] != "orders-write"),
@@ -376,7 +383,8 @@ routes:
 
 def test_the_shadow_column_shows_the_match_rate_the_fields_that_differ_and_the_samples(
         browser: Any, tmp_path: Path) -> None:
-    """Shadow traffic reaches the page through its counters and GET /shadow's document (DashboardSources)."""
+    """Shadow traffic reaches the page through its counters and GET /shadow's document (DashboardSources): here
+    both are the test's, so that a field that differs is on the page without a shadow upstream to make it."""
     path = tmp_path / "routes.yaml"
     path.write_text("""
 version: 1
@@ -390,8 +398,7 @@ routes:
 """)
     holder = ConfigHolder(str(path), Metrics())
     holder.reload()
-    copies = PrometheusCounter("strangler_shadow_requests_total", "Shadow copies.", ["route", "shadow", "result"],
-                      registry=holder.metrics.registry)
+    copies = holder.metrics.shadow_requests
     listed = {"routes": [{"route": "orders-read", "shadow": "orders", "match_rate": 0.5,
                           "top_fields": [{"field": "$.total_cents", "count": 12}, {"field": "$.lines[*].sku", "count": 3}]}]}
     dashboard = Dashboard(holder, DashboardSources(shadow=lambda: listed))
