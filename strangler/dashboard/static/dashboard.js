@@ -129,8 +129,10 @@ function drawHistory() {
   for (const [name, row] of state.rows) {
     const series = h.routes[name], route = routes.get(name);
     if (!series || !route) continue;
-    // Only the sides the route has: a route all on legacy draws no "new" line at zero.
-    const upstreams = Object.keys(route.breakers);
+    // Only the sides the route has: a route all on legacy draws no "new" line at zero (a shadow
+    // upstream serves no one).
+    const upstreams = [...Object.keys(route.split), ...Object.values(route.compose || {})];
+    if (route.fallback) upstreams.push(route.fallback);
     const sides = [];
     if (upstreams.includes(route.legacy)) sides.push("legacy");
     if (upstreams.some((upstream) => upstream !== route.legacy)) sides.push("new");
