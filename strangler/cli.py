@@ -26,6 +26,29 @@ def _duration(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "control":
+        return _control(args)
+    if args.command == "check":
+        return _check(args.path)
+    if args.command == "explain":
+        from .explain import explain_request
+        return explain_request(args.path, args.method, args.url, args.header, client_ip=args.client_ip)
+    if args.command == "rollback-all":
+        if not args.reason.strip() and not args.lift:
+            parser.error("rollback-all needs --reason TEXT: say why, for the log and whoever lifts it")
+        from .operate import rollback_all
+        return rollback_all(args.admin, args.config, args.reason, lift=args.lift)
+    # The one edge from the proxy up to the playground: `strangler demo` is the command users
+    # know, and only this command loads the playground, which knows the bundled shop.
+    from playground.demo import run_demo
+    return run_demo(args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="strangler", description="A strangler-fig migration proxy.")
     parser.add_argument("--version", action="version", version=f"strangler {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,26 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = commands.add_parser("demo", help="run the bundled monolith, services and proxy together")
     demo.add_argument("--config", default=DEFAULT_CONFIG)
-
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        return _run(args)
-    if args.command == "control":
-        return _control(args)
-    if args.command == "check":
-        return _check(args.path)
-    if args.command == "explain":
-        from .explain import explain_request
-        return explain_request(args.path, args.method, args.url, args.header, client_ip=args.client_ip)
-    if args.command == "rollback-all":
-        if not args.reason.strip() and not args.lift:
-            parser.error("rollback-all needs --reason TEXT: say why, for the log and whoever lifts it")
-        from .operate import rollback_all
-        return rollback_all(args.admin, args.config, args.reason, lift=args.lift)
-    # The one edge from the proxy up to the playground: `strangler demo` is the command users
-    # know, and only this command loads the playground, which knows the bundled shop.
-    from playground.demo import run_demo
-    return run_demo(args.config)
+    return parser
 
 
 def _load_or_report(path: str) -> Config | None:

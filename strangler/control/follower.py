@@ -86,7 +86,10 @@ class ControlFollower:
             client.set_token(self.token())
             asked = time.monotonic()
             try:
-                body = await client.get(PATH, {"revision": self.revision or "", "wait": f"{HOLD_S:g}"})
+                # Until it has answered once, the controller is asked not to hold the poll: a held poll
+                # would leave this instance unsure whether it is connected.
+                wait = HOLD_S if self.connected else 0.0
+                body = await client.get(PATH, {"revision": self.revision or "", "wait": f"{wait:g}"})
                 overlay = shares.from_document(body)
                 revision = body.get("revision")
                 if not isinstance(revision, str) or not revision:
@@ -102,7 +105,7 @@ class ControlFollower:
                 log.exception("control.error revision=%s; the shares in force stay", revision)
                 await asyncio.sleep(RETRY_S)
                 continue
-            if not changed and time.monotonic() - asked < MIN_POLL_S:
+            if not changed and wait and time.monotonic() - asked < MIN_POLL_S:
                 await asyncio.sleep(MIN_POLL_S - (time.monotonic() - asked))     # a controller that holds nothing
 
     def _heard(self, body: dict[str, Any], overlay: Overlay, revision: str) -> None:
@@ -111,6 +114,7 @@ class ControlFollower:
         self.connected, self.last_error = True, None
         self.heard_at = self.clock()
         self.metrics.connected.set(1)
+        self._show_age()
         self._check_config(body.get("config_version"))
         if revision == self.revision:
             return

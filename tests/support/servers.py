@@ -69,24 +69,31 @@ class ThreadedServer:
 
 
 class ProxyProcess:
-    """`strangler run` as a child process, as users start it."""
+    """`strangler run` (or `strangler control`, with `command`) as a child process, as users start it.
 
-    def __init__(self, config_path: Path, *extra_args: str, env: dict[str, str] | None = None) -> None:
+    It keeps its ports (given, or free ones) and its log, which each start after the first appends to.
+    """
+
+    def __init__(self, config_path: Path, *extra_args: str, env: dict[str, str] | None = None, command: str = "run",
+                 port: int | None = None, admin_port: int | None = None, name: str | None = None) -> None:
         self.config_path = config_path
-        self.port = free_port()
-        self.admin_port = free_port()
+        self.port = port or free_port()
+        self.admin_port = admin_port or free_port()
         while self.admin_port == self.port:
             self.admin_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
-        self.log_path = config_path.with_suffix(".log")
-        self.args = [sys.executable, "-m", "strangler", "run", "--config", str(config_path),
-                     "--port", str(self.port), "--admin-port", str(self.admin_port), *extra_args]
+        self.log_path = config_path.with_suffix(".log") if name is None else config_path.with_name(f"{name}.log")
+        listen = ["--port", str(self.port)] if command == "run" else []
+        self.args = [sys.executable, "-m", "strangler", command, "--config", str(config_path),
+                     *listen, "--admin-port", str(self.admin_port), *extra_args]
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
+        self._starts = 0
 
     def start(self, timeout_s: float = 20.0) -> "ProxyProcess":
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab" if self._starts else "wb")
+        self._starts += 1
         self.process = subprocess.Popen(self.args, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=self.env, start_new_session=True)
         wait_until(self._ready, timeout_s=timeout_s, what=f"proxy ready (log: {self.log_path})")
@@ -115,6 +122,14 @@ class ProxyProcess:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
+
+    def kill(self) -> int:
+        """SIGKILL, as a crash or an OOM kill would."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+        return self.terminate()
 
     def terminate(self, timeout_s: float = 15.0) -> int:
         """SIGTERM, then wait; kill (and fail loudly) if it does not stop."""
