@@ -32,9 +32,8 @@ class JsonClient:
         headers = {"User-Agent": "strangler-control", "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        # No cookie jar, no proxy from the environment: the control plane talks to what it was given.
-        self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers, trust_env=False,
-                                         cookies=None, follow_redirects=False)
+        # No proxy from the environment, no redirects: the control plane talks to what it was given.
+        self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers, trust_env=False, follow_redirects=False)
 
     def set_token(self, token: str | None) -> None:
         if token:

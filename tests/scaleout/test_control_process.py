@@ -183,3 +183,27 @@ async def test_closing_the_feed_answers_every_held_poll_at_once() -> None:
     answers = await asyncio.wait_for(asyncio.gather(*held), 1)
     assert {answer["revision"] for answer in answers} == {revision(EMPTY)}
     assert (await asyncio.wait_for(feed.next_after(feed.revision, 30), 1))["revision"] == revision(EMPTY)
+
+
+def test_with_workers_the_parent_follows_the_controller_and_every_worker_applies_its_shares(plane) -> None:
+    control, instance = plane
+    workers = instance("workers", "--workers", "2")
+    wait_until(lambda: split_of(workers) == ({"new": 10.0, "legacy": 90.0}, "ramp"), timeout_s=3,
+               what="the parent to take the shares")
+
+    def answers() -> set[str]:
+        # Fresh connections, so that both workers answer some.
+        found = set()
+        for n in range(20):
+            with httpx.Client(timeout=5) as client:
+                found.add(client.get(workers.url + "/x", headers={"X-User": f"w{n}"}).text)
+        return found
+
+    httpx.post(control.admin_url + "/ramps/all/promote", headers=BEARER, timeout=5).raise_for_status()
+    wait_until(lambda: answers() == {"new", "legacy"}, timeout_s=3, interval_s=0.1, what="the workers at 50%")
+    httpx.post(control.admin_url + "/rollback-all", json={"reason": "workers"}, headers=BEARER,
+               timeout=5).raise_for_status()
+    sent = time.monotonic()
+    wait_until(lambda: answers() == {"legacy"}, timeout_s=3, interval_s=0.1, what="every worker on legacy")
+    assert time.monotonic() - sent < 2
+    assert scrape(workers.admin_url).value("strangler_control_connected") == 1
