@@ -3,6 +3,8 @@
 match route -> choose upstream (split, sticky) -> breaker open? fallback
   -> bulkhead -> breaker permit -> retry -> forward (forwarder.py, lease.py) -> stream -> record
 
+A composite route (compose.py) branches off after the match: its parts go the same way, at once.
+
 Everything the client receives for a proxied request is sent from here: the upstream's
 answer, streamed, or the proxy's own problem+json refusal.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from . import compose
 from .body import RequestBody
 from .config.model import Config
 from .errors import ClientDisconnected, NoRoute, ProxyError, Reason, ResponseAborted, UpstreamError
@@ -95,6 +98,18 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
 
     peer = scope["client"][0] if scope.get("client") else None
     trusted = is_trusted(peer, config.trusted_proxies)
+    # X-Forwarded-For gets the hop the proxy saw (the peer), not the client address resolved from
+    # the header itself: that would repeat the last hop and drop the trusted proxy's address.
+    upstream_headers = upstream_request_headers(
+        raw_headers, client_ip=peer, scheme=scope.get("scheme", "http"), trusted_client=trusted,
+    )
+    # One X-Request-ID, the proxy's (the client's own when it was sane): headers.py drops the client's.
+    upstream_headers.append((b"X-Request-ID", trace.request_id.encode("ascii")))
+    if route.compose:
+        # Its parts say which upstreams answer, all of them at once, as one JSON object.
+        await compose.answer(runtime, route_rt, head, upstream_headers, receive, send, trace, recorder)
+        return
+
     client_ip = client_address(peer, raw_headers, config.trusted_proxies) if trusted else peer
     if route_rt.split.is_split:
         key = sticky_key(route.sticky, head, client_ip)
@@ -103,13 +118,6 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     else:
         assignment = route_rt.split.choose(None)
 
-    # X-Forwarded-For gets the hop the proxy saw (the peer), not the client address resolved from
-    # the header itself: that would repeat the last hop and drop the trusted proxy's address.
-    upstream_headers = upstream_request_headers(
-        raw_headers, client_ip=peer, scheme=scope.get("scheme", "http"), trusted_client=trusted,
-    )
-    # One X-Request-ID, the proxy's (the client's own when it was sane): headers.py drops the client's.
-    upstream_headers.append((b"X-Request-ID", trace.request_id.encode("ascii")))
     if framing.content_length is not None:
         upstream_headers.append((b"Content-Length", b"%d" % framing.content_length))
     path = strip_prefix(head.path, route.match.path) if route.strip_prefix else head.path

@@ -41,7 +41,7 @@ STRANGLER_LAYERS = [
                 "strangler.metrics", "strangler.problem", "strangler.outcome", "strangler.overlay"}),
     ("runtime", {"strangler.runtime", "strangler.reload", "strangler.health", "strangler.recorder",
                  "strangler.lease"}),
-    ("pipeline", {"strangler.pipeline", "strangler.forwarder"}),
+    ("pipeline", {"strangler.pipeline", "strangler.forwarder", "strangler.compose"}),
     ("control plane", {"strangler.control"}),
     ("apps and command line", {"strangler.app", "strangler.protocol", "strangler.admin", "strangler.admin_guard",
                                "strangler.server", "strangler.control_server", "strangler.workers", "strangler.explain",

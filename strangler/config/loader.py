@@ -106,7 +106,7 @@ def _config(r: Reader, root: Node) -> Config:
         if "access_log" in fields else default.access_log,
         admin_token=sections.admin_token(r, fields["admin"], "admin") if "admin" in fields else None,
         state_dir=_state_dir(r, fields["state_dir"]) if "state_dir" in fields else default.state_dir,
-        warnings=tuple(routes.shadowing(r, read)),
+        warnings=(*r.warnings, *routes.shadowing(r, read)),
     )
 
 

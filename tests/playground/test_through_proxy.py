@@ -27,8 +27,9 @@ SHIPPED_CONFIG = REPO / "config" / "routes.yaml"
 
 
 class Playground:
-    def __init__(self, proxy: ProxyProcess, direct: dict[str, str]) -> None:
-        self.proxy, self.direct = proxy, direct
+    def __init__(self, proxy: ProxyProcess, servers: dict[str, ThreadedServer]) -> None:
+        self.proxy, self.servers = proxy, servers
+        self.direct = {name: server.url for name, server in servers.items()}
 
     def browser(self) -> httpx.Client:
         return httpx.Client(base_url=self.proxy.url, timeout=10)
@@ -50,7 +51,7 @@ def playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playground]
     config_path.write_text(config)
     proxy = ProxyProcess(config_path).start()
     try:
-        yield Playground(proxy, {name: server.url for name, server in servers.items()})
+        yield Playground(proxy, servers)
     finally:
         proxy.terminate()
         for server in servers.values():

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,10 @@ def test_the_image_is_multi_stage_non_root_runs_strangler_and_checks_its_admin_p
     args = build_parser().parse_args(["run", *yaml.safe_load(next(rest for word, rest in found if word == "CMD"))])
     healthcheck = next(rest for word, rest in found if word == "HEALTHCHECK")
     assert f"127.0.0.1:{args.admin_port}/health/live" in healthcheck
+    # Every package the project installs is copied into the build stage.
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    copied = {rest.split()[0].rstrip("/") for word, rest in found if word == "COPY" and not rest.startswith("--")}
+    assert {name.rstrip("*") for name in packages["include"]} <= copied
 
 
 def test_the_image_s_steps_run_here_its_install_command_entrypoint_and_healthcheck(tmp_path: Path,
