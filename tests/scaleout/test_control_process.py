@@ -17,6 +17,7 @@ import pytest
 from strangler.control.feed import SharesFeed
 from strangler.overlay import EMPTY, Overlay, revision
 from tests.support.metrics import routes, scrape
+from tests.support.ramps import ramp_config
 from tests.support.servers import REPO, Named, ProxyProcess, free_port, wait_until
 
 TOKEN = "control-token"
@@ -24,19 +25,7 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def config_text(legacy: str, new: str, *, every: str = "1m", top: str = f"admin: {{token: {TOKEN}}}") -> str:
-    return f"""
-version: 1
-{top}
-upstreams:
-  legacy: {{url: "{legacy}", role: legacy}}
-  new: {{url: "{new}"}}
-routes:
-  - name: all
-    match: {{path: /}}
-    split: {{new: 0, legacy: 100}}
-    sticky: header:X-User
-    ramp: {{to: new, steps: [10, 50, 100], every: {every}, gates: {{min_requests: 5}}}}
-"""
+    return ramp_config(legacy, new, steps="[10, 50, 100]", split="{new: 0, legacy: 100}", top=top, every=every)
 
 
 @pytest.fixture

@@ -4,22 +4,13 @@ serves new connections; only then does the listener close, the requests in fligh
 from __future__ import annotations
 
 import signal
-import socket
 import time
 
 import httpx
 import pytest
 
 from tests.support.configs import catch_all
-from tests.support.servers import Named, ProxyProcess, wait_until
-
-
-def refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except ConnectionRefusedError:
-        return True
+from tests.support.servers import Named, ProxyProcess, refused, wait_until
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -11,14 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import free_port, stop_process, wait_until
 
 INSTALL = "apt-get install haproxy; .ci/run does"
 
@@ -101,12 +100,6 @@ listen stats
                    what=f"haproxy to see {name} {state} (it sees {self.states()})")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         if self.process is not None:
             self._log.close()

@@ -7,14 +7,13 @@ stopped by `stop()`. Without the binary, the test that asks for it is skipped.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import answers_200, free_port, stop_process, wait_until
 
 INSTALL = "apt-get install prometheus; .ci/run does"
 
@@ -52,12 +51,7 @@ scrape_configs:
 
     def _ready(self) -> bool:
         assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.process.returncode}: {self.log_path.read_text()}")
-        try:
-            return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_200(self.process, self.url + "/-/ready", self.log_path, "prometheus")
 
     def query(self, promql: str) -> list[dict]:
         response = httpx.get(self.url + "/api/v1/query", params={"query": promql}, timeout=5)
@@ -71,11 +65,5 @@ scrape_configs:
         return [target["health"] for target in targets]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process, timeout_s=15)
         self._log.close()

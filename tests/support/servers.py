@@ -36,6 +36,37 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, interval_
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+def answers_200(process: subprocess.Popen[bytes], url: str, log_path: Path, name: str) -> bool:
+    """Whether GET `url` answers 200 now; fails at once, with the log, if `process` has exited."""
+    if process.poll() is not None:
+        raise AssertionError(f"{name} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then wait; SIGKILL if it does not stop in time."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def refused(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:`port` is refused (nothing listens there)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
 class ThreadedServer:
     """An ASGI app served by a real uvicorn in a background thread with its own event loop."""
 
@@ -101,12 +132,7 @@ class ProxyProcess:
 
     def _ready(self) -> bool:
         assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"proxy exited with {self.process.returncode}:\n{self.log()}")
-        try:
-            return httpx.get(self.admin_url + "/health/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_200(self.process, self.admin_url + "/health/ready", self.log_path, "proxy")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
