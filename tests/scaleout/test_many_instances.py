@@ -446,4 +446,4 @@ def test_a_rolling_restart_under_32_clients_fails_nothing_and_applies_no_post_tw
     assert duplicated == {}
     assert set(clients.posted) <= set(orders) and len(clients.posted) >= 100
     for name in INSTANCES:
-        assert f"strangler.draining ready=503 for=1s" in rig.instances[name].log()
+        assert "strangler.draining ready=503 for=1s" in rig.instances[name].log()
