@@ -1,7 +1,8 @@
 """The data path, in the order a request meets it:
 
-match route -> choose upstream (split, sticky) -> breaker open? fallback
-  -> bulkhead -> breaker permit -> retry -> forward (forwarder.py, lease.py) -> stream -> record
+match route -> choose upstream (split, sticky) -> copy to the shadow? (shadow.py, off this path)
+  -> breaker open? fallback -> bulkhead -> breaker permit -> retry -> forward (forwarder.py, lease.py)
+  -> stream (through the copy's tee) -> record
 
 A composite route (compose.py) branches off after the match: its parts go the same way, at once.
 
@@ -31,6 +32,8 @@ from .problem import problem_body, problem_headers
 from .recorder import Recorder
 from .routing import REFUSED_METHODS, RequestHead, check_method
 from .runtime import Runtime
+from .shadow import start_copy
+from .tee import Copy
 from .sticky import cohort_set_cookie, sticky_key
 
 _BODYLESS_STATUS = frozenset({204, 304})
@@ -129,16 +132,22 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
 
     forwarder = Forwarder(runtime, route_rt, head.method, target, upstream_headers, body, trace, recorder,
                           _early_hints_relay(scope))
-    lease = await forwarder.run(assignment.upstream)
-    secure = scope.get("scheme") == "https" or (trusted and head.header("x-forwarded-proto") == "https")
+    # A sampled request's copy runs beside this one; it only ever reads the answer streamed below.
+    copy = start_copy(runtime, route_rt, head.method, target, upstream_headers, body, assignment.upstream, trace,
+                      recorder)
     try:
-        await _stream(lease, head.method, config, send, receive, trace, secure)
+        lease = await forwarder.run(assignment.upstream)
+        secure = scope.get("scheme") == "https" or (trusted and head.header("x-forwarded-proto") == "https")
+        try:
+            await _stream(lease, head.method, config, send, receive, trace, secure, copy)
+        finally:
+            lease.close()
     finally:
-        lease.close()
+        copy.abandon()
 
 
 async def _stream(lease: UpstreamLease, method: str, config: Config, send: Any, receive: Any,
-                  trace: RequestTrace, secure: bool) -> None:
+                  trace: RequestTrace, secure: bool, copy: Copy) -> None:
     """Send the upstream's answer; the lease learns whether it went out whole, or the upstream broke it."""
     response = lease.response
     assert response is not None
@@ -151,13 +160,16 @@ async def _stream(lease: UpstreamLease, method: str, config: Config, send: Any, 
     headers.append((b"x-request-id", trace.request_id.encode()))
     if trace.new_cohort is not None:
         headers.append((b"set-cookie", cohort_set_cookie(trace.new_cohort, secure)))
+    copy.head(trace.upstream, status, response.raw_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     trace.status = status
     bodiless = method == "HEAD" or status in _BODYLESS_STATUS or status < 200
     whole = b"" if bodiless else response.whole_body()
     if whole is not None:
+        copy.keep(whole)
         await send({"type": "http.response.body", "body": whole, "more_body": False})
         lease.body_complete = True
+        copy.complete()
         return
     watcher: asyncio.Task[None] | None = None
     try:
@@ -167,9 +179,11 @@ async def _stream(lease: UpstreamLease, method: str, config: Config, send: Any, 
                 watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
             elif watcher.done():
                 raise ClientDisconnected("client went away during the response body")
+            copy.keep(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         lease.body_complete = True
+        copy.complete()
     except UpstreamError as failure:
         trace.error = failure
         lease.upstream_failed = True
