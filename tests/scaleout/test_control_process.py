@@ -60,17 +60,16 @@ def test_an_instance_follows_the_controller_at_once_and_keeps_its_shares_while_i
     wait_until(lambda: split_of(first) == ({"new": 10.0, "legacy": 90.0}, "ramp"), timeout_s=3,
                what="the ramp's first step on the instance")
     assert scrape(first.admin_url).value("strangler_control_connected") == 1
-    # An operator's step and roll back all at the controller reach the instance within a second.
-    sent = time.monotonic()
+    # An operator's step and roll back all at the controller reach the instance at once (the poll is held open;
+    # the bound leaves room for a busy machine).
     assert httpx.post(control.admin_url + "/ramps/all/promote", headers=BEARER, timeout=5).status_code == 200
-    wait_until(lambda: split_of(first) == ({"new": 50.0, "legacy": 50.0}, "ramp"), timeout_s=1,
+    wait_until(lambda: split_of(first) == ({"new": 50.0, "legacy": 50.0}, "ramp"), timeout_s=2,
                what="the promotion on the instance")
-    assert time.monotonic() - sent < 1
     assert httpx.post(control.admin_url + "/rollback-all", json={"reason": "drill"}, headers=BEARER,
                       timeout=5).status_code == 200
-    wait_until(lambda: split_of(first)[1] == "rollback_all", timeout_s=1, what="roll back all on the instance")
+    wait_until(lambda: split_of(first)[1] == "rollback_all", timeout_s=2, what="roll back all on the instance")
     httpx.post(control.admin_url + "/rollback-all/lift", headers=BEARER, timeout=5).raise_for_status()
-    wait_until(lambda: split_of(first) == ({"new": 50.0, "legacy": 50.0}, "ramp"), timeout_s=1, what="the lift")
+    wait_until(lambda: split_of(first) == ({"new": 50.0, "legacy": 50.0}, "ramp"), timeout_s=2, what="the lift")
     # The instance's own admin API sends operators to the controller.
     elsewhere = httpx.post(first.admin_url + "/ramps/all/pause", headers=BEARER, timeout=5)
     assert elsewhere.status_code == 409 and elsewhere.json()["controller"] == control.admin_url
