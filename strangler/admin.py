@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .admin_guard import AdminGuard, admin_token
 from .config.loader import ConfigError
@@ -91,6 +92,14 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
     }
 
 
+@dataclass(slots=True, eq=False)
+class Readiness:
+    """What /health/ready says beyond the config: draining after SIGTERM, and how the instance follows a controller."""
+
+    draining_since: float | None = None          # wall clock; /health/ready answers 503 from then on
+    control: Callable[[], dict[str, Any]] | None = None
+
+
 def shadow_document(runtime: Runtime, across_workers: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
     """Each shadowed route: counts, match rate, the fields that differ most (latest mismatches: /samples).
 
@@ -129,13 +138,16 @@ def dashboard_sources(holder: ConfigHolder, controller: Controller | None, *,
 
 def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None = None,
                      workers: bool = False, controller: Controller | None = None,
-                     bound_host: str = "127.0.0.1", dashboard: Dashboard | None = None) -> AdminGuard:
+                     bound_host: str = "127.0.0.1", readiness: Readiness | None = None,
+                     extra_routes: Sequence[BaseRoute] = (), dashboard: Dashboard | None = None) -> AdminGuard:
     """With `workers`, live state comes from the workers' metrics and `on_reload` passes reloads on to them.
 
     `controller` adds /ramps and /rollback-all; `bound_host` is the address the listener binds, for the
-    Origin check. `dashboard` is the page's server side, whose history the caller runs; without one the
-    page still shows the live state, with no figures.
+    Origin check; `extra_routes` are served too, those under /control/ only with the admin token.
+    `dashboard` is the page's server side, whose history the caller runs; without one the page still
+    shows the live state, with no figures.
     """
+    readiness = readiness or Readiness()
     dashboard = dashboard or Dashboard(holder, dashboard_sources(holder, controller, workers=workers))
 
     def current_routes() -> dict[str, Any] | None:
@@ -159,11 +171,17 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
 
     async def ready(request: Request) -> Response:
         runtime = holder.runtime
+        # Losing the controller never makes an instance unready: it serves on with the last shares.
+        control = {"control": readiness.control()} if readiness.control is not None else {}
         if runtime is None:
             error = str(holder.last_error) if holder.last_error else "no config loaded"
-            return JSONResponse({"status": "not ready", "error": error}, status_code=503)
+            return JSONResponse({"status": "not ready", "error": error, **control}, status_code=503)
+        if readiness.draining_since is not None:
+            # Still serving; the balancer takes the instance out before its listener closes.
+            return JSONResponse({"status": "draining", "since": _iso(readiness.draining_since),
+                                 "version": runtime.config.sha256, **control}, status_code=503)
         return JSONResponse({"status": "ready", "version": runtime.config.sha256,
-                             "upstreams": upstream_health(runtime)})
+                             "upstreams": upstream_health(runtime), **control})
 
     async def routes(request: Request) -> Response:
         document = current_routes()
@@ -231,5 +249,7 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
         Route("/", page),
         Route("/dashboard/{name}", page_file),
         Route("/dashboard.json", dashboard_json),
+        *extra_routes,
     ])
-    return AdminGuard(app, lambda: admin_token(holder.runtime.config if holder.runtime else None), bound_host)
+    return AdminGuard(app, lambda: admin_token(holder.runtime.config if holder.runtime else None), bound_host,
+                      private=("/control/",))

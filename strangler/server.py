@@ -1,6 +1,10 @@
 """Serving: the proxy and the admin listener in one process, with reload and graceful stop.
 
-The only module besides the command line that touches uvicorn.
+The ramps run here (an in-process controller), or at a controller of their own
+(`--control URL`), whose shares this instance follows. On SIGTERM the instance
+first answers 503 on /health/ready for `shutdown_delay_s` while it still serves,
+so that a balancer stops sending; then it stops accepting, lets the requests in
+flight finish and exits 0.
 """
 
 from __future__ import annotations
@@ -9,13 +13,19 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
-from .admin import create_admin_app, dashboard_sources
+from .admin import Readiness, create_admin_app, dashboard_sources
+from .admin_guard import AdminGuard, admin_token
 from .app import ProxyApp
+from .control.api import controller_elsewhere_routes
+from .control.follower import ControlFollower
 from .control.plane import local_controller
 from .dashboard import Dashboard
 from .protocol import LimitedHttpToolsProtocol
@@ -34,6 +44,9 @@ class ServeOptions:
     log_level: str = "info"
     graceful_timeout_s: float = 30.0
     watch: bool = True
+    control_url: str | None = None      # follow this controller's shares instead of running the ramps here
+    shutdown_delay_s: float = 0.0       # after SIGTERM: /health/ready says 503 this long, still serving
+    state_dir: str | None = None        # in place of the config's state_dir
 
 
 class _AdminServer(uvicorn.Server):
@@ -58,36 +71,110 @@ def proxy_uvicorn_config(app: object, host: str, port: int, log_level: str, grac
     )
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server that, on SIGTERM or SIGINT, says unready for `delay_s` while it serves, then stops.
+
+    A second signal stops it at once (stop accepting, drain).
+    """
+
+    def __init__(self, config: uvicorn.Config, readiness: Readiness, delay_s: float) -> None:
+        super().__init__(config)
+        self.readiness = readiness
+        self.delay_s = delay_s
+        self._stop_at: float | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.signalled) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def signalled(self, signum: int, frame: object = None) -> None:
+        log.info("strangler.signal signal=%s", signal.Signals(signum).name)
+        if self.readiness.draining_since is None:
+            self.readiness.draining_since = time.time()
+            if self.delay_s > 0:
+                self._stop_at = time.monotonic() + self.delay_s
+                log.info("strangler.draining ready=503 for=%gs while serving, then stop accepting", self.delay_s)
+                return
+        if self.should_exit and signum == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._stop_at is not None and time.monotonic() >= self._stop_at:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def control_plane(options: ServeOptions, holder: ConfigHolder, readiness: Readiness, *, workers: bool = False,
+                  on_reload: Callable[[], None] | None = None) -> tuple[AdminGuard, Coroutine[Any, Any, None]]:
+    """The admin app and the control plane's loop: the ramps' controller here, or a follower of the controller,
+    beside the dashboard's history.
+
+    Either puts its shares in force (a ramp's step, roll back all) before the first request.
+    """
+    if options.control_url:
+        follower = ControlFollower(options.control_url, holder, holder.apply_overlay,
+                                   lambda: admin_token(holder.runtime.config if holder.runtime else None),
+                                   holder.metrics.follower())
+        follower.start()
+        readiness.control = follower.status
+        dashboard = Dashboard(holder, dashboard_sources(holder, None, workers=workers))
+        # With workers, the shares file the follower keeps is what the workers follow.
+        app = create_admin_app(holder, on_reload=on_reload, workers=workers, bound_host=options.admin_host,
+                               readiness=readiness, extra_routes=controller_elsewhere_routes(follower.url),
+                               dashboard=dashboard)
+        return app, _together(follower.run(), dashboard.run())
+    controller = local_controller(holder, workers=workers)
+    controller.start()
+    dashboard = Dashboard(holder, dashboard_sources(holder, controller, workers=workers))
+    app = create_admin_app(holder, on_reload=on_reload, workers=workers, controller=controller,
+                           bound_host=options.admin_host, readiness=readiness, dashboard=dashboard)
+    return app, _together(controller.run(), dashboard.run())
+
+
+async def _together(*loops: Coroutine[Any, Any, None]) -> None:
+    # Cancelling this cancels each of them.
+    await asyncio.gather(*loops)
+
+
 async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
     app = ProxyApp(holder, watch=options.watch)
-    proxy = uvicorn.Server(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
-                                                options.graceful_timeout_s))
-    # The controller puts its state's shares (a ramp's step, roll back all) in force before the first request.
-    controller = local_controller(holder)
-    controller.start()
-    dashboard = Dashboard(holder, dashboard_sources(holder, controller))
-    admin_app = create_admin_app(holder, controller=controller, bound_host=options.admin_host, dashboard=dashboard)
+    readiness = Readiness()
+    proxy = DrainingServer(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
+                                                options.graceful_timeout_s), readiness, options.shutdown_delay_s)
+    admin_app, control_loop = control_plane(options, holder, readiness)
     admin = _AdminServer(uvicorn.Config(admin_app, host=options.admin_host, port=options.admin_port,
                                         log_level=options.log_level, lifespan="off", access_log=False,
                                         server_header=False))
     admin_task = asyncio.create_task(admin.serve())
-    control_task = asyncio.create_task(controller.run())
-    history_task = asyncio.create_task(dashboard.run())
+    control_task = asyncio.create_task(control_loop)
     runtime = holder.runtime
-    log.info("strangler.started listen=http://%s:%d admin=http://%s:%d config=%s version=%s",
+    log.info("strangler.started listen=http://%s:%d admin=http://%s:%d config=%s version=%s control=%s",
              options.host, options.port, options.admin_host, options.admin_port, options.config_path,
-             runtime.config.sha256 if runtime else None)
+             runtime.config.sha256 if runtime else None, options.control_url or "in-process")
     try:
         await proxy.serve()
     finally:
         control_task.cancel()
-        history_task.cancel()
         admin.should_exit = True
-        await asyncio.gather(admin_task, control_task, history_task, return_exceptions=True)
+        await asyncio.gather(admin_task, control_task, return_exceptions=True)
         log.info("strangler.stopped")
 
 
 def run_forever(options: ServeOptions, holder: ConfigHolder) -> None:
+    run_until_stopped(serve(options, holder))
+
+
+def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop until it returns (the servers in it stop on SIGTERM or SIGINT)."""
     try:
         import uvloop
         factory = uvloop.new_event_loop
@@ -96,10 +183,10 @@ def run_forever(options: ServeOptions, holder: ConfigHolder) -> None:
     signal.signal(signal.SIGTERM, _stop_requested)
     signal.signal(signal.SIGINT, _stop_requested)
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(options, holder))
+        runner.run(main)
 
 
 def _stop_requested(signum: int, frame: object) -> None:
-    # uvicorn re-raises the stop signal once it has drained; landing here makes
-    # that a clean exit 0 instead of death by the default handler.
+    # A stop signal outside DrainingServer's watch (before serving starts, or while the admin listener
+    # stops) lands here: a clean exit 0 instead of death by the default handler.
     log.info("strangler.signal signal=%s", signal.Signals(signum).name)

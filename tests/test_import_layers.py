@@ -45,8 +45,9 @@ STRANGLER_LAYERS = [
     ("pipeline", {"strangler.pipeline", "strangler.forwarder", "strangler.compose", "strangler.shadow"}),
     ("control plane", {"strangler.control"}),
     ("apps and command line", {"strangler.app", "strangler.protocol", "strangler.admin", "strangler.admin_guard",
-                               "strangler.dashboard", "strangler.server", "strangler.workers", "strangler.explain",
-                               "strangler.operate", "strangler.cli", "strangler.__main__", "strangler"}),
+                               "strangler.dashboard", "strangler.server", "strangler.control_server", "strangler.workers",
+                               "strangler.explain", "strangler.operate", "strangler.cli", "strangler.__main__",
+                               "strangler"}),
 ]
 # What a request passes through; the control plane steers it only by what it swaps in (split tables).
 DATA_PATH = {"strangler.app", "strangler.protocol", *(module for _, layer in STRANGLER_LAYERS[:4] for module in layer)}

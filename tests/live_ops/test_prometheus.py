@@ -1,15 +1,11 @@
 """A real Prometheus scrapes the admin listener and sees the configured split in `rate()`.
 
-Needs the `prometheus` binary (Debian's package; .ci/run installs it). It runs
-with a temporary config and TSDB, on a free loopback port, and is stopped at
-the end of the test.
+Needs the `prometheus` binary (Debian's package; .ci/run installs it): tests/support/prometheus.py.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import httpx
 
 from tests.support.prometheus import Prometheus, Traffic
 from tests.support.servers import Named, wait_until
@@ -47,8 +43,7 @@ routes:
         assert traffic.errors == []
         share = 100 * rates["legacy"] / (rates["legacy"] + rates["orders"])
         assert abs(share - LEGACY_PERCENT) <= 8, f"prometheus sees legacy at {share:.1f}% ({rates}), the file says 25%"
-        targets = httpx.get(prometheus.url + "/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-        assert [target["health"] for target in targets] == ["up"]
+        assert prometheus.target_health() == ["up"]
     finally:
         prometheus.stop()
     assert prometheus.process is not None and prometheus.process.returncode == 0

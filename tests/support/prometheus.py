@@ -1,14 +1,14 @@
-"""A real Prometheus on loopback that scrapes the proxy's admin listener, and traffic for it to see.
+"""A real Prometheus (Debian's package; .ci/run installs it) scraping loopback targets every second,
+and traffic for it to see.
 
-Needs the `prometheus` binary (Debian's package; .ci/run installs it): a test that
-starts one without it is skipped, with the command that installs it.
+It runs with a temporary config and TSDB on a free loopback port, and is
+stopped by `stop()`. Without the binary, the test that asks for it is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 import subprocess
 import threading
 from collections import Counter
@@ -18,7 +18,9 @@ import aiohttp
 import httpx
 import pytest
 
-from tests.support.servers import free_port, wait_until
+from tests.support.servers import answers_200, free_port, stop_process, wait_until
+
+INSTALL = "apt-get install prometheus; .ci/run does"
 
 
 class Traffic:
@@ -57,23 +59,24 @@ class Traffic:
 
 
 class Prometheus:
-    def __init__(self, workdir: Path, target: str) -> None:
+    def __init__(self, workdir: Path, *targets: str, scrape_interval: str = "1s") -> None:
         binary = shutil.which("prometheus")
         if binary is None:
-            pytest.skip("the `prometheus` binary is not on PATH (Debian: apt-get install prometheus; .ci/run does)")
+            pytest.skip(f"the `prometheus` binary is not on PATH (Debian: {INSTALL})")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
+        listed = ", ".join(f'"{target}"' for target in targets)
         config.write_text(f"""
 global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
+  scrape_interval: {scrape_interval}
+  evaluation_interval: {scrape_interval}
 scrape_configs:
   - job_name: strangler
-    scrape_interval: 1s
-    scrape_timeout: 1s
+    scrape_interval: {scrape_interval}
+    scrape_timeout: {scrape_interval}
     static_configs:
-      - targets: ["{target}"]
+      - targets: [{listed}]
 """)
         self.log_path = workdir / "prometheus.log"
         self.args = [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
@@ -88,12 +91,7 @@ scrape_configs:
 
     def _ready(self) -> bool:
         assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.process.returncode}: {self.log_path.read_text()}")
-        try:
-            return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_200(self.process, self.url + "/-/ready", self.log_path, "prometheus")
 
     def query(self, promql: str) -> list[dict]:
         response = httpx.get(self.url + "/api/v1/query", params={"query": promql}, timeout=5)
@@ -102,12 +100,10 @@ scrape_configs:
         assert body["status"] == "success", body
         return body["data"]["result"]
 
+    def target_health(self) -> list[str]:
+        targets = httpx.get(self.url + "/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        return [target["health"] for target in targets]
+
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process, timeout_s=15)
         self._log.close()
