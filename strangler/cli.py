@@ -105,6 +105,8 @@ def _run(args: argparse.Namespace) -> int:
         admin_host=args.admin_host or config.admin.host,
         admin_port=args.admin_port if args.admin_port is not None else config.admin.port,
         log_level=args.log_level,
+        tls=config.listen.tls,
+        admin_tls=config.admin.tls,
     )
     if (options.host, options.port) == (options.admin_host, options.admin_port):
         print("strangler: the admin listener must not share the public one", file=sys.stderr)

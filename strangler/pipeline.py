@@ -29,6 +29,7 @@ from .recorder import Recorder
 from .routing import RequestHead, check_method
 from .runtime import Runtime
 from .sticky import cohort_set_cookie, sticky_key
+from .websocket import add_handshake_headers, open_tunnel, tunnel_opener
 
 _BODYLESS_STATUS = frozenset({204, 304})
 
@@ -109,6 +110,9 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     )
     # One X-Request-ID, the proxy's (the client's own when it was sane): headers.py drops the client's.
     upstream_headers.append((b"X-Request-ID", trace.request_id.encode("ascii")))
+    tunnel = tunnel_opener(scope)       # a WebSocket handshake's: its 101 opens a tunnel
+    if tunnel is not None:
+        add_handshake_headers(upstream_headers)
     if framing.content_length is not None:
         upstream_headers.append((b"Content-Length", b"%d" % framing.content_length))
     path = strip_prefix(head.path, route.match.path) if route.strip_prefix else head.path
@@ -119,11 +123,30 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
         await body.read_small()
 
     forwarder = Forwarder(runtime, route_rt, head.method, target, upstream_headers, body, trace, recorder,
-                          _early_hints_relay(scope))
+                          _early_hints_relay(scope), upgrade=tunnel is not None)
     lease = await forwarder.run(assignment.upstream)
     secure = scope.get("scheme") == "https" or (trusted and head.header("x-forwarded-proto") == "https")
+    if tunnel is not None and lease.response is not None and lease.response.status == 101:
+        open_tunnel(lease, tunnel, scope, _answer_headers(lease, config, trace, secure), trace, recorder,
+                    config.limits)
+        return
     with lease:
         await _stream(lease, head.method, config, send, receive, trace, secure)
+
+
+def _answer_headers(lease: UpstreamLease, config: Config, trace: RequestTrace, secure: bool) -> list[tuple[bytes, bytes]]:
+    """The upstream's answer headers for the client, and the proxy's own."""
+    response = lease.response
+    assert response is not None
+    # Upstreams often echo X-Request-ID: headers.py drops theirs, the client gets it once, as logged.
+    headers = client_response_headers(response.raw_headers, response.status)
+    if config.expose_headers:
+        headers.append((b"x-strangler-route", trace.route.encode()))
+        headers.append((b"x-strangler-upstream", trace.upstream.encode()))
+    headers.append((b"x-request-id", trace.request_id.encode()))
+    if trace.new_cohort is not None:
+        headers.append((b"set-cookie", cohort_set_cookie(trace.new_cohort, secure)))
+    return headers
 
 
 async def _stream(lease: UpstreamLease, method: str, config: Config, send: Any, receive: Any,
@@ -132,14 +155,7 @@ async def _stream(lease: UpstreamLease, method: str, config: Config, send: Any, 
     response = lease.response
     assert response is not None
     status = response.status
-    # Upstreams often echo X-Request-ID: headers.py drops theirs, the client gets it once, as logged.
-    headers = client_response_headers(response.raw_headers, status)
-    if config.expose_headers:
-        headers.append((b"x-strangler-route", trace.route.encode()))
-        headers.append((b"x-strangler-upstream", trace.upstream.encode()))
-    headers.append((b"x-request-id", trace.request_id.encode()))
-    if trace.new_cohort is not None:
-        headers.append((b"set-cookie", cohort_set_cookie(trace.new_cohort, secure)))
+    headers = _answer_headers(lease, config, trace, secure)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     trace.status = status
     bodiless = method == "HEAD" or status in _BODYLESS_STATUS or status < 200

@@ -25,7 +25,7 @@ from .health import check_upstreams_forever
 from .logs import configure_logging
 from .metrics import Metrics
 from .reload import ConfigHolder
-from .server import ServeOptions, proxy_uvicorn_config
+from .server import ServeOptions, admin_uvicorn_config, proxy_uvicorn_config
 
 log = logging.getLogger("strangler.workers")
 CONFIG_ENV = "STRANGLER_CONFIG"
@@ -71,7 +71,7 @@ def run_workers(options: ServeOptions, workers: int) -> int:
     holder = ConfigHolder(options.config_path, Metrics())
     holder.reload()
     config = proxy_uvicorn_config("strangler.workers:worker_app", options.host, options.port, options.log_level,
-                                  options.graceful_timeout_s, factory=True, workers=workers)
+                                  options.graceful_timeout_s, options.tls, factory=True, workers=workers)
     socket = config.bind_socket()
     # uvicorn only binds; until a worker has started, connections would be refused while
     # /health/ready already says 200. Listening now queues them in the backlog instead.
@@ -79,8 +79,8 @@ def run_workers(options: ServeOptions, workers: int) -> int:
     supervisor = _Supervisor(config, [socket], holder)
     admin = _AdminThread(options, holder, on_reload=lambda: supervisor.signal_workers(signal.SIGUSR1))
     admin.start()
-    log.info("strangler.started listen=http://%s:%d admin=http://%s:%d workers=%d config=%s",
-             options.host, options.port, options.admin_host, options.admin_port, workers, options.config_path)
+    log.info("strangler.started listen=%s admin=%s workers=%d config=%s",
+             options.url(), options.url(admin=True), workers, options.config_path)
     try:
         supervisor.run()
     finally:
@@ -96,9 +96,7 @@ class _AdminThread:
     def __init__(self, options: ServeOptions, holder: ConfigHolder, on_reload) -> None:
         app = create_admin_app(holder, on_reload=on_reload, workers=True)
         self.holder = holder
-        self.server = uvicorn.Server(uvicorn.Config(app, host=options.admin_host, port=options.admin_port,
-                                                    log_level=options.log_level, lifespan="off",
-                                                    access_log=False, server_header=False))
+        self.server = uvicorn.Server(admin_uvicorn_config(app, options))
         self.thread = threading.Thread(target=self._run, name="strangler-admin", daemon=True)
 
     def _run(self) -> None:

@@ -15,7 +15,7 @@ from .source import Node, SourceError, read_tree
 __all__ = ["ConfigError", "Problem", "load_config", "parse_config"]
 
 TOP_KEYS = ("version", "listen", "admin", "upstreams", "defaults", "routes", "trusted_proxies",
-            "expose_headers", "limits", "access_log")
+            "expose_headers", "limits", "access_log", "paths")
 DEFAULTS_KEYS = ("retry", "circuit_breaker", "sticky")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -64,6 +64,9 @@ def _config(r: Reader, root: Node) -> Config:
         r.problem(at, "admin", "admin must not share the public listener")
     known = sections.upstreams(r, fields["upstreams"], "upstreams") if "upstreams" in fields else {}
     defaults = _defaults(r, fields["defaults"]) if "defaults" in fields else routes.Defaults()
+    encoded_slash = sections.paths(r, fields["paths"], "paths") if "paths" in fields else None
+    if encoded_slash is not None:
+        defaults = dataclasses.replace(defaults, encoded_slash=encoded_slash)
     read: list[routes.ReadRoute] = []
     if "routes" in fields:
         read = routes.routes(r, fields["routes"], "routes", known, defaults)
@@ -82,6 +85,7 @@ def _config(r: Reader, root: Node) -> Config:
         limits=sections.limits(r, fields["limits"], "limits") if "limits" in fields else default.limits,
         access_log=sections.access_log(r, fields["access_log"], "access_log")
         if "access_log" in fields else default.access_log,
+        encoded_slash=defaults.encoded_slash,
         warnings=tuple(routes.shadowing(r, read)),
     )
 

@@ -20,7 +20,7 @@ import pytest
 
 from strangler import forward, http1
 from strangler.body import BodyTooLarge
-from strangler.config.model import Upstream
+from strangler.config.model import Upstream, UpstreamTls
 from strangler.errors import ClientDisconnected, Reason, UpstreamError
 from strangler.forward import UpstreamClient
 
@@ -149,8 +149,10 @@ async def upstreams() -> AsyncIterator[Callable[..., Awaitable[Script]]]:
 async def clients() -> AsyncIterator[Callable[..., UpstreamClient]]:
     made: list[UpstreamClient] = []
 
-    def make(url: str, *, timeout_s: float = 5.0, connect_timeout_s: float = 2.0) -> UpstreamClient:
-        client = UpstreamClient(Upstream(name="up", url=url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s))
+    def make(url: str, *, timeout_s: float = 5.0, connect_timeout_s: float = 2.0,
+             tls: UpstreamTls = UpstreamTls()) -> UpstreamClient:
+        client = UpstreamClient(Upstream(name="up", url=url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
+                                         tls=tls))
         made.append(client)
         return client
 
@@ -706,7 +708,7 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-async def test_https_upstreams_verify_the_certificate(tmp_path, clients, monkeypatch):
+async def test_https_upstreams_verify_the_certificate(tmp_path, clients):
     cert, key = _self_signed(tmp_path)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
@@ -726,11 +728,17 @@ async def test_https_upstreams_verify_the_certificate(tmp_path, clients, monkeyp
     try:
         with pytest.raises(UpstreamError) as caught:        # not trusted by the default context
             await clients(f"https://localhost:{port}").send("GET", "/", HOST, None)
-        assert caught.value.reason is Reason.CONNECT_ERROR
-        trusting = ssl.create_default_context(cafile=str(cert))
-        monkeypatch.setattr(forward.ssl, "create_default_context", lambda: trusting)
-        response, body = await fetch(clients(f"https://localhost:{port}"))
+        assert caught.value.reason is Reason.TLS_ERROR and not caught.value.reached_upstream
+        response, body = await fetch(clients(f"https://localhost:{port}", tls=UpstreamTls(ca_file=str(cert))))
         assert (response.status, body) == (200, b"ok")
+        # By IP, with the name the certificate carries set explicitly (SNI and the name checked).
+        by_ip = clients(f"https://127.0.0.1:{port}", tls=UpstreamTls(ca_file=str(cert), server_name="localhost"))
+        assert (await fetch(by_ip))[1] == b"ok"
+        with pytest.raises(UpstreamError) as caught:        # the certificate does not name the IP
+            await clients(f"https://127.0.0.1:{port}", tls=UpstreamTls(ca_file=str(cert))).send("GET", "/", HOST, None)
+        assert caught.value.reason is Reason.TLS_ERROR
+        unchecked = clients(f"https://127.0.0.1:{port}", tls=UpstreamTls(verify=False))
+        assert (await fetch(unchecked))[1] == b"ok"
     finally:
         server.close()
 
