@@ -17,7 +17,7 @@ test: $(BIN)/strangler
 	$(BIN)/python -m pytest
 
 # The suite on each supported Python the machine has (noxfile.py: 3.11, 3.12, 3.13, one virtualenv
-# each under .venv/nox; a missing interpreter is skipped). NOX_ARGS="-s tests-3.13 -- tests/unit".
+# each under .venv/nox; a missing interpreter is skipped). NOX_ARGS="-s tests-3.13 -- tests/routing".
 test-all: $(BIN)/strangler
 	$(BIN)/nox $(NOX_ARGS)
 

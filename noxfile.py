@@ -1,7 +1,7 @@
 """The suite on every supported Python, one virtualenv each: `make test-all` (or `.venv/bin/nox`).
 
 `make test` runs the suite once, on the default python3; this runs it on each of
-PYTHONS that the machine has, and skips the others. `nox -s tests-3.13 -- tests/unit`
+PYTHONS that the machine has, and skips the others. `nox -s tests-3.13 -- tests/routing`
 runs one interpreter on part of the suite.
 """
 

@@ -24,11 +24,12 @@ class ConfigHolder:
     """Owns the reference every request reads once; a reload builds aside and swaps it."""
 
     def __init__(self, path: str, metrics: Metrics, *, count_reloads: bool = True,
-                 connector: Connector | None = None) -> None:
+                 connector: Connector | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self.metrics = metrics
         # How the upstream clients open connections (by default TCP); tests pass a scripted fake.
         self.connector = connector
+        self.clock = clock          # for the breakers and retry budgets it builds
         # With several workers the parent counts reloads once for all of them.
         self.count_reloads = count_reloads
         self.runtime: Runtime | None = None
@@ -58,7 +59,7 @@ class ConfigHolder:
             raise
         for warning in config.warnings:
             log.warning("config.warning %s", warning)
-        runtime, retired = build_runtime(config, self.metrics, self.runtime, connector=self.connector)
+        runtime, retired = build_runtime(config, self.metrics, self.runtime, connector=self.connector, clock=self.clock)
         previous, self.runtime = self.runtime, runtime
         self.last_error = None
         if self.count_reloads:

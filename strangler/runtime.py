@@ -8,6 +8,7 @@ carried over from the previous runtime; the config itself stays frozen.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from resilience.breaker import BreakerState, CircuitBreaker
@@ -67,11 +68,13 @@ def _budget_ratio(config: Config, upstream: str) -> float:
 
 
 def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = None, *,
-                  connector: Connector | None = None) -> tuple[Runtime, list[UpstreamClient]]:
+                  connector: Connector | None = None,
+                  clock: Callable[[], float] = time.monotonic) -> tuple[Runtime, list[UpstreamClient]]:
     """A runtime for `config`, reusing what `previous` holds; returns the clients it retires.
 
     The clients it creates open their connections with `connector` (by default TCP); clients
-    carried over keep the connector they were made with.
+    carried over keep the connector they were made with. New breakers and retry budgets read
+    `clock` (tests inject one).
     """
     old_upstreams = previous.upstreams if previous else {}
     upstreams: dict[str, UpstreamState] = {}
@@ -81,7 +84,7 @@ def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = N
         ratio = _budget_ratio(config, upstream.name)
         if old is None:
             client = UpstreamClient(upstream, connector=connector)
-            state = UpstreamState(upstream, client, Bulkhead(upstream.max_concurrent), RetryBudget(ratio))
+            state = UpstreamState(upstream, client, Bulkhead(upstream.max_concurrent), RetryBudget(ratio, clock=clock))
         else:
             client = old.client
             if client.settings != UpstreamClient(upstream).settings:
@@ -104,7 +107,7 @@ def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = N
             if kept is not None and kept.policy == route.breaker:
                 breakers[name] = kept
             else:
-                breakers[name] = _new_breaker(route, name, metrics)
+                breakers[name] = _new_breaker(route, name, metrics, clock)
             metrics.breaker_state.labels(route.name, name).set(int(breakers[name].state))
         routes[route.name] = RouteRuntime(
             route=route,
@@ -116,14 +119,14 @@ def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = N
     return Runtime(config, routes, upstreams), retired
 
 
-def _new_breaker(route: Route, upstream: str, metrics: Metrics) -> CircuitBreaker:
+def _new_breaker(route: Route, upstream: str, metrics: Metrics, clock: Callable[[], float]) -> CircuitBreaker:
     gauge = metrics.breaker_state.labels(route.name, upstream)
 
     def on_transition(old: BreakerState, new: BreakerState) -> None:
         gauge.set(int(new))
         metrics.breaker_transitions.labels(route.name, upstream, new.name.lower()).inc()
 
-    return CircuitBreaker(route.breaker, on_transition=on_transition, name=f"{route.name}/{upstream}")
+    return CircuitBreaker(route.breaker, on_transition=on_transition, name=f"{route.name}/{upstream}", clock=clock)
 
 
 def _publish_config_gauges(config: Config, metrics: Metrics, previous: Runtime | None) -> None:
