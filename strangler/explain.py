@@ -10,7 +10,7 @@ from .config.loader import ConfigError, load_config
 from .config.model import COHORT_COOKIE, Config, Route
 from .errors import ProxyError
 from .headers import check_host, client_address
-from .paths import covers, normalize_path, strip_prefix
+from .paths import PathForms, covers, forwarded_path, normalize_path, path_forms
 from .routing import RequestHead, check_method, host_matches, route_matches
 from .split import BUCKETS, SplitTable, bucket_of
 from .sticky import cohort_of, cookie_value
@@ -39,7 +39,8 @@ def explain_request(path: str, method: str, url: str, header_args: list[str], ou
         # As the proxy refuses before routing; a request given as a bare path may have no Host.
         check_method(method.upper())
         check_host(headers, "1.0")
-        normalized = normalize_path(raw_path)
+        forms = path_forms(raw_path) if any(route.encoded_slash == "keep" for route in config.routes) else None
+        normalized = normalize_path(raw_path) if forms is None else forms.matched
     except ProxyError as error:
         say(f"{method.upper()} {parts.path}: {error.status} {HTTPStatus(error.status).phrase} ({error.detail})")
         return 1
@@ -48,8 +49,7 @@ def explain_request(path: str, method: str, url: str, header_args: list[str], ou
         + (f"  (normalized from {parts.path})" if normalized != parts.path else ""))
     for index, route in enumerate(config.routes):
         if route_matches(route, head):
-            _explain_route(say, config, index, route, head, client_ip)
-            return 0
+            return _explain_route(say, config, index, route, head, client_ip, forms)
         say(f"  routes[{index}] {route.name}: no ({_why_not(route, head)})")
     say("no route matches: the proxy answers 404")
     return 1
@@ -69,12 +69,17 @@ def _why_not(route: Route, head: RequestHead) -> str:
     return "?"
 
 
-def _explain_route(say, config: Config, index: int, route: Route, head: RequestHead, peer: str | None) -> None:
+def _explain_route(say, config: Config, index: int, route: Route, head: RequestHead, peer: str | None,
+                   forms: PathForms | None) -> int:
     say(f"route: {route.name} (routes[{index}], {config.source}:{route.line}): path under {route.match.path}"
         + (f", method in {', '.join(sorted(route.match.methods))}" if route.match.methods else "")
         + (f", host {route.match.host}" if route.match.host else "")
         + "".join(f", {name}: {value}" for name, value in route.match.headers))
-    forwarded = strip_prefix(head.path, route.match.path) if route.strip_prefix else head.path
+    try:
+        forwarded = forwarded_path(head.path, forms, route)
+    except ProxyError as error:
+        say(f"{error.status} {HTTPStatus(error.status).phrase} ({error.detail})")
+        return 1
     say(f"forwarded path: {forwarded}")
     table = SplitTable(route.name, route.split)
     start = 0
@@ -105,6 +110,7 @@ def _explain_route(say, config: Config, index: int, route: Route, head: RequestH
     if route.fallback:
         say(f"fallback: {route.fallback}, when the chosen upstream's breaker is open or its bulkhead is full, or it "
             "failed and the request can be replayed")
+    return 0
 
 
 def _key(kind: str, name: str | None, head: RequestHead, config: Config, peer: str | None) -> tuple[str | None, str]:

@@ -23,7 +23,7 @@ from .headers import (
 )
 from .lease import UpstreamLease
 from .outcome import RequestTrace
-from .paths import normalize_path, strip_prefix
+from .paths import forwarded_path, normalize_path, path_forms
 from .problem import problem_body, problem_headers
 from .recorder import Recorder
 from .routing import RequestHead, check_method
@@ -79,7 +79,9 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     raw_headers = scope["headers"]
     check_method(scope["method"])
     check_host(raw_headers, scope.get("http_version", "1.1"))
-    head = RequestHead(scope["method"], normalize_path(raw_path), raw_headers)
+    # Encoded slashes need a second form of the path, and only when a route keeps them.
+    forms = path_forms(raw_path) if runtime.keeps_encoded_slash else None
+    head = RequestHead(scope["method"], normalize_path(raw_path) if forms is None else forms.matched, raw_headers)
 
     route_rt = runtime.match(head)
     if route_rt is None:
@@ -115,7 +117,7 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
         add_handshake_headers(upstream_headers)
     if framing.content_length is not None:
         upstream_headers.append((b"Content-Length", b"%d" % framing.content_length))
-    path = strip_prefix(head.path, route.match.path) if route.strip_prefix else head.path
+    path = forwarded_path(head.path, forms, route) if forms is not None or route.strip_prefix else head.path
     target = path + "?" + query.decode("latin-1") if query else path
 
     body = RequestBody(receive, framing, max_bytes=max_body, idle_timeout_s=config.limits.body_idle_timeout_s)

@@ -53,6 +53,7 @@ class Runtime:
         self.routes = routes
         self.upstreams = upstreams
         self.table = RoutingTable(config.routes)
+        self.keeps_encoded_slash = any(route.encoded_slash == "keep" for route in config.routes)
         self._by_route = {route: routes[route.name] for route in config.routes}
         self.loaded_at = time.time()
 
