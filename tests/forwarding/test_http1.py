@@ -438,6 +438,22 @@ async def test_garbage_is_a_protocol_error(upstreams, clients, response):
     await wait_for(lambda: up.closed == [1])
 
 
+async def test_a_101_to_a_request_that_asked_hands_the_connection_over(upstreams, clients):
+    """A WebSocket handshake's 101: the head is the answer, the bytes after it are the new protocol's,
+    and the transport leaves the pool for its new owner; the upstream sees the owner's bytes."""
+    switched = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    up = await upstreams(answer(switched + b"\x81\x02hi"))
+    client = clients(up.url)
+    response = await client.send("GET", "/ws", [*HOST, (b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")],
+                                 None, upgrade=True)
+    assert response.status == 101 and (b"Upgrade", b"websocket") in response.raw_headers
+    transport, early = response.take_transport("up")
+    assert early == b"\x81\x02hi" and client.in_flight == 0
+    assert client._pool is not None and client._pool.open_count == client._pool.idle_count == 0
+    transport.close()
+    await wait_for(lambda: up.closed == [1])
+
+
 async def test_an_unconsumed_body_pauses_reading(upstreams, clients):
     size = 16 * 1024 * 1024
     up = await upstreams(answer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size, b"x" * size))
