@@ -62,7 +62,8 @@ def _listener_tls(r: Reader, node: Node, path: str) -> ListenerTls | None:
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as error:
-        r.problem(cert_node, join(path, "cert"), f"cannot use this certificate with its key: {_ssl_reason(error)}")
+        r.problem(cert_node, join(path, "cert"), "cannot use this certificate with its key (expected a PEM "
+                  f"certificate chain and the PEM private key that matches it): {_ssl_reason(error)}")
         return None
     return ListenerTls(cert=cert, key=key)
 
