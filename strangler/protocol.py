@@ -231,7 +231,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Not taken (h2c and the like: the pipeline drops Upgrade as hop-by-hop): the connection goes
         # on as HTTP/1.1, from the request's body, when it has one.
         framing, self._upgrade_framing = self._upgrade_framing, None
-        parser = httptools.HttpRequestParser(self if framing is None else _BodyAfterUpgrade(self, framing))
+        parser = httptools.HttpRequestParser(self if framing is None else _BodyAfterUpgrade(self))
         parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.parser = parser
         if framing is not None:
@@ -418,14 +418,14 @@ def _body_framing(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 class _BodyAfterUpgrade:
     """Parser callbacks for the body llhttp left behind an upgrade request, then the protocol's own.
 
-    The new parser is fed a head that frames the same body (`framing`); its head is ignored, its
-    body goes to the request being served, and from the end of that message on every callback is
-    the protocol's.
+    The new parser is fed a head that frames the same body; its head is ignored, its body goes
+    to the request being served, and from the end of that message on every callback is the
+    protocol's.
     """
 
     __slots__ = ("_protocol", "_in_body")
 
-    def __init__(self, protocol: LimitedHttpToolsProtocol, framing: bytes) -> None:
+    def __init__(self, protocol: LimitedHttpToolsProtocol) -> None:
         self._protocol = protocol
         self._in_body = True
 

@@ -187,13 +187,14 @@ class Tunnel:
 
     def start(self, client_early: bytes = b"", upstream_early: bytes = b"") -> None:
         """Take both transports over; `*_early` are bytes each side sent before the tunnel existed."""
-        for end, early in ((self.client, client_early), (self.upstream, upstream_early)):
+        for end in (self.client, self.upstream):
             end.transport.set_protocol(end)
+        for end, early in ((self.client, client_early), (self.upstream, upstream_early)):
             if early:
                 end.data_received(early)
         for end in (self.client, self.upstream):
             if end.transport.is_closing():
-                self.end(f"{end.name}_closed")
+                self.end(f"{end.name}_closed")      # gone before the tunnel existed (or just now)
                 return
             end.transport.resume_reading()
         self._timer = self.loop.call_at(self.last_activity + self._idle_timeout_s, self._on_timer)
