@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from strangler import forward, http1
+from strangler import http1
 from strangler.body import BodyTooLarge
 from strangler.config.model import Upstream, UpstreamTls
 from strangler.errors import ClientDisconnected, Reason, UpstreamError

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -319,19 +315,23 @@ async def test_500_concurrent_tunnels_cost_under_50_mib(rig: Rig):
 
 
 @pytest.fixture
-def shop(start_upstream) -> tuple[Shop, ThreadedServer]:
-    shop = Shop("a")
-    return shop, start_upstream(shop.app)
+def echo_with_limits(start_upstream, start_proxy):
+    """A proxy of its own in front of an echo upstream, with the given `limits:` (a YAML flow mapping)."""
+    server = start_upstream(Shop("a").app)
 
-
-def test_sigterm_closes_open_tunnels_with_a_close_frame_after_the_drain_time(start_proxy, shop):
-    _, server = shop
-    proxy = start_proxy(f"""
+    def start(limits: str) -> ProxyProcess:
+        return start_proxy(f"""
 version: 1
 upstreams: {{a: {{url: "{server.url}"}}}}
-limits: {{websocket_drain_timeout: 300ms}}
+limits: {limits}
 routes: [{{name: echo, match: {{path: /}}, to: a}}]
 """)
+
+    return start
+
+
+def test_sigterm_closes_open_tunnels_with_a_close_frame_after_the_drain_time(echo_with_limits):
+    proxy = echo_with_limits("{websocket_drain_timeout: 300ms}")
     url = proxy.url.replace("http://", "ws://") + "/ws/echo"
     with _connect(url) as first, _connect(url) as second:
         first.send("before")
@@ -345,14 +345,8 @@ routes: [{{name: echo, match: {{path: /}}, to: a}}]
     assert "Traceback" not in proxy.log()
 
 
-def test_an_idle_tunnel_is_closed_after_the_idle_timeout(start_proxy, shop):
-    _, server = shop
-    proxy = start_proxy(f"""
-version: 1
-upstreams: {{a: {{url: "{server.url}"}}}}
-limits: {{websocket_idle_timeout: 500ms}}
-routes: [{{name: echo, match: {{path: /}}, to: a}}]
-""")
+def test_an_idle_tunnel_is_closed_after_the_idle_timeout(echo_with_limits):
+    proxy = echo_with_limits("{websocket_idle_timeout: 500ms}")
     with _connect(proxy.url.replace("http://", "ws://") + "/ws/echo", ping_interval=None) as ws:
         ws.send("one message, then silence")
         ws.recv(timeout=5)
