@@ -12,6 +12,7 @@ and whichever side the config routes POST /api/payments/ to.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -191,7 +192,7 @@ def _banner(config: Config, config_path: str, children: list[Child], data_dir: P
         "",
         "Try:",
         f"  curl -si {proxy}/api/inventory/ESP-001/ | grep -i x-strangler      # inventory service",
-        f"  curl -si {proxy}/api/orders/1/ | grep -i x-strangler               # 25% to orders, sticky by cohort",
+        f"  curl -si {proxy}/api/orders/1/ | grep -i x-strangler               # ramping to orders, sticky by cohort",
         f"  curl -si -b /tmp/cohort.jar -c /tmp/cohort.jar {proxy}/api/orders/1/ | grep -i x-strangler-upstream"
         "   # repeat: the cohort cookie keeps you on one side",
         f"  curl -si -X POST -H 'Content-Type: application/json' \\",
@@ -207,10 +208,44 @@ def _banner(config: Config, config_path: str, children: list[Child], data_dir: P
         f"  curl -s {admin}/metrics | grep strangler_requests_total",
         f"  open {proxy}/accounts/login/   (alice@example.com / wonderland, staff: bob@example.com / canwefixit)",
         "",
+        *_ramp_lines(config, proxy, admin, orders, token),
         f"Edit {config_path} to move traffic; Ctrl-C stops everything.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _ramp_lines(config: Config, proxy: str, admin: str, orders: str, token: str) -> list[str]:
+    """How to watch the shipped config's ramps, and where each stands now (its state survives restarts)."""
+    ramps = [route for route in config.routes if route.ramp is not None]
+    if not ramps:
+        return []
+    try:
+        with urllib.request.urlopen(f"{admin}/ramps", timeout=2.0) as response:
+            document = json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        document = {}
+    now = {ramp["route"]: ramp for ramp in document.get("ramps", [])}
+    lines = ["Watch a ramp:"]
+    for route in ramps:
+        ramp, found = route.ramp, now.get(route.name, {})
+        steps = " -> ".join(f"{step:g}%" for step in ramp.steps)
+        lines.append(f"  {route.name}: to {ramp.to}, {steps}, a step every {ramp.every_s:g}s while its gates hold; "
+                     f"now {found.get('state', '?')} at {found.get('percent', 0):g}%")
+    if document.get("rollback_all", {}).get("active"):
+        lines.append("  roll back all is ACTIVE (kept from an earlier run): "
+                     f"{sys.executable} -m strangler rollback-all --admin {admin} --lift")
+    lines += [
+        f"  {sys.executable} -m playground.load --url {proxy}   # generated load; who answered, each second",
+        f"  curl -s {admin}/ramps | python3 -m json.tool   # step, next evaluation, last decisions, history",
+        f"  curl -s {admin}/metrics | grep -E 'strangler_ramp|rollback_all'",
+        f"  curl -s -X POST -H 'Authorization: Bearer {token}' -d '{{\"error_percent\": 5}}' {orders}/faults/"
+        "   # plant a fault: 5% of orders_service's answers become 500",
+        f"  {sys.executable} -m strangler rollback-all --admin {admin} --reason 'drill'"
+        "   # all back to legacy; --lift undoes",
+        "",
+    ]
+    return lines
 
 
 def _child_url(children: list[Child], name: str) -> str:

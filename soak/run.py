@@ -15,7 +15,9 @@ What runs (all on 127.0.0.1, all stopped at the end):
   HEAD and pipelined requests, each with a unique X-Soak-Id, plus hostile requests
   (smuggling attempts, header and trailer sections that never end, slowloris) that must be
   refused and never reach an upstream;
-- a prober polling the admin health endpoints.
+- a prober polling the admin health endpoints;
+- a ramp (soak/ramps.py) on a route of its own that advances under the load, is rolled back by a
+  planted fault again and again, and, half way through, roll back all and its lift.
 
 The report gives requests sent and answered, outcomes by class, the proxy's RSS at the
 start (after a warm-up) and at the end, and what the upstreams recorded. It exits 1 when
@@ -23,7 +25,8 @@ a bound is broken: any 500; an answer carrying another request's id or a short b
 presented as complete; a 2xx whose request no upstream recorded (lost); a POST recorded
 twice (duplicated); a hostile request reaching an upstream; a request with no outcome
 (hang); an admin health check failing; RSS growth of 20 MiB or more; an invalid config
-taking effect; the proxy dying.
+taking effect; the proxy dying; in runs of 30 s or more, a ramp that never advanced or was
+never rolled back.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from pathlib import Path
 
 import httpx
 
+from soak.ramps import RAMPED_PATH, RampDrill, route_text
 from tests.support.metrics import scrape
 from tests.support.servers import REPO, ProxyProcess, free_port, wait_until
 from tests.support.toxiproxy import (
@@ -72,6 +76,10 @@ class Settings:
         return max(3.0, min(10.0, self.seconds / 12))
 
     @property
+    def ramp_period_s(self) -> float:
+        return max(1.0, min(5.0, self.seconds / 40))
+
+    @property
     def warmup_s(self) -> float:
         return min(10.0, self.seconds * 0.15)
 
@@ -97,6 +105,7 @@ class Report:
     admin_failures: list[str] = field(default_factory=list)
     reloads: Counter = field(default_factory=Counter)
     faults: Counter = field(default_factory=Counter)
+    ramps: Counter = field(default_factory=Counter)
 
     def add(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
@@ -262,8 +271,10 @@ class Load:
         try:
             while time.monotonic() < until:
                 roll = self.random.random()
-                if roll < 0.40:
+                if roll < 0.30:
                     await self.get(connection, f"/api/orders/{self.random.randrange(1000)}")
+                elif roll < 0.40:
+                    await self.get(connection, f"{RAMPED_PATH}/{self.random.randrange(1000)}")
                 elif roll < 0.60:
                     await self.post(connection, streamed=self.random.random() < 0.08)
                 elif roll < 0.85:
@@ -492,12 +503,13 @@ class Faults(threading.Thread):
                 toxiproxy.enable()
 
 
-def config_text(legacy_url: str, orders_url: str, orders_percent: int, *, broken: bool = False) -> str:
+def config_text(legacy_url: str, orders_url: str, orders_percent: int, *, broken: bool = False,
+                ramp_every_s: float = Settings().ramp_period_s) -> str:
     split = f"{{orders: {orders_percent}, legacy: {100 - orders_percent - (10 if broken else 0)}}}"
     return f"""\
 version: 1
 upstreams:
-  legacy: {{url: "{legacy_url}", timeout: 2s, connect_timeout: 1s, max_concurrent: 400}}
+  legacy: {{url: "{legacy_url}", timeout: 2s, connect_timeout: 1s, max_concurrent: 400, role: legacy}}
   orders: {{url: "{orders_url}", timeout: 2s, connect_timeout: 1s, max_concurrent: 200}}
 defaults:
   retry: {{attempts: 3, backoff: {{initial: 20ms, max: 200ms}}}}
@@ -511,7 +523,7 @@ routes:
     fallback: legacy
     sticky: header:X-User
     timeout: 5s
-  - name: shop
+{route_text(ramp_every_s)}  - name: shop
     match: {{path: /}}
     to: legacy
 """
@@ -652,7 +664,9 @@ def main() -> int:
 
         load = Load(settings, proxy, report)
         threads = [Faults(settings, toxiproxies, report, stop), Reloads(settings, proxy, urls, report, stop),
-                   AdminProbe(proxy, report, stop)]
+                   AdminProbe(proxy, report, stop),
+                   RampDrill(proxy.admin_url, orders.url, settings.seconds, settings.ramp_period_s, report.ramps,
+                             report.problems, stop)]
         rss: dict[str, int] = {"first": proxy.rss_bytes()}
 
         async def drive() -> None:
@@ -732,7 +746,9 @@ def _judge(settings: Settings, report: Report, rss: dict[str, int], recorded: li
         "no request recorded that was never sent": not unknown,
         "admin health answered throughout": not report.admin_failures and report.admin_checks > 0,
         f"RSS growth under {RSS_GROWTH_LIMIT // MiB} MiB": growth < RSS_GROWTH_LIMIT,
-        "reloads and invalid configs behaved": not report.problems,
+        "reloads, invalid configs and the ramp drill behaved": not report.problems,
+        "the ramp advanced and was rolled back, roll back all held and lifted": settings.seconds < 30 or (
+            report.ramps["advance"] > 0 and report.ramps["rollback"] > 0 and report.ramps["lifted"] > 0),
         "proxy alive, no traceback in its log": alive and "Traceback" not in log,
     }
     print()
@@ -752,6 +768,7 @@ def _judge(settings: Settings, report: Report, rss: dict[str, int], recorded: li
     print(f"admin health checks  {report.admin_checks}, failures {len(report.admin_failures)}")
     print("reloads              " + ", ".join(f"{k} {v}" for k, v in sorted(report.reloads.items())))
     print("fault periods        " + ", ".join(f"{k} {v}" for k, v in sorted(report.faults.items())))
+    print("ramp                 " + ", ".join(f"{k} {v}" for k, v in sorted(report.ramps.items())))
     for problem in report.problems[:20]:
         print(f"  problem: {problem}")
     for name, soak_id in [("lost", i) for i in lost[:5]] + [("duplicated", i) for i in duplicated[:5]]:

@@ -7,7 +7,8 @@ application would not). It answers 200 with the id in `X-Echo-Id` and in the
 body (padded to `?size=N`), so the client can tell its own answer from another's.
 
 `GET /__ids` returns {"GET": {id: count}, "POST": {...}, ..., "POST_REQUEST_IDS": {id: [X-Request-ID, ...]}};
-`GET /__health` 200.
+`GET /__health` 200; `POST /__fault` with {"prefix": "/api/ramped"} answers 503 to every request whose
+path starts with it, before acting on it (so it is never recorded), and {"prefix": null} stops that.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import uvicorn
 SEEN: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 # The proxy's X-Request-ID of every POST acted on, so a duplicate tells one forwarded twice from two sent.
 POST_REQUEST_IDS: dict[str, list[str]] = defaultdict(list)
+FAULT: dict[str, str | None] = {"prefix": None}
 
 
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -37,6 +39,16 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     if path == "/__health":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
+        return
+    if path == "/__fault":
+        message = await receive()
+        FAULT["prefix"] = json.loads(message.get("body") or b"{}").get("prefix")
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if FAULT["prefix"] and path.startswith(FAULT["prefix"]):
+        await send({"type": "http.response.start", "status": 503, "headers": [(b"content-length", b"7")]})
+        await send({"type": "http.response.body", "body": b"planted"})
         return
     received = 0
     while True:

@@ -1,4 +1,5 @@
-"""The admin listener: metrics, health, the live routing table, reload. Never on the public port."""
+"""The admin listener: metrics, health, the live routing table, reload, ramps and roll back all. Never on the
+public port; every POST goes through the admin guard (token, Origin)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .admin_guard import AdminGuard, admin_token
 from .config.loader import ConfigError
+from .control.api import control_routes
+from .control.controller import Controller
 from .reload import ConfigHolder
 from .runtime import Runtime
 
@@ -55,7 +59,9 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
                 "headers": dict(match.headers),
                 "host": match.host,
             },
-            "split": {name: percent for name, percent in route.split},
+            "split": {name: percent for name, percent in route_rt.shares},      # in force
+            "config_split": {name: percent for name, percent in route.split},
+            "split_source": runtime.overlay.source_for(route),                  # config, ramp or rollback_all
             "fallback": route.fallback,
             "sticky": route.sticky.describe(),
             "strip_prefix": route.strip_prefix,
@@ -75,8 +81,13 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
 
 
 def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None = None,
-                     workers: bool = False) -> Starlette:
-    """With `workers`, live state comes from the workers' metrics and `on_reload` passes reloads on to them."""
+                     workers: bool = False, controller: Controller | None = None,
+                     bound_host: str = "127.0.0.1") -> AdminGuard:
+    """With `workers`, live state comes from the workers' metrics and `on_reload` passes reloads on to them.
+
+    `controller` adds /ramps and /rollback-all; `bound_host` is the address the listener binds, for the
+    Origin check.
+    """
     async def metrics(request: Request) -> Response:
         runtime = holder.runtime
         if runtime is not None:
@@ -116,10 +127,12 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
         return JSONResponse({"status": "reloaded", "version": runtime.config.sha256,
                              "loaded_at": _iso(runtime.loaded_at)})
 
-    return Starlette(routes=[
+    app = Starlette(routes=[
         Route("/metrics", metrics),
         Route("/health/live", live),
         Route("/health/ready", ready),
         Route("/routes", routes),
         Route("/reload", reload, methods=["POST"]),
+        *(control_routes(controller) if controller is not None else ()),
     ])
+    return AdminGuard(app, lambda: admin_token(holder.runtime.config if holder.runtime else None), bound_host)

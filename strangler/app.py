@@ -17,6 +17,7 @@ from .outcome import RequestTrace, request_id_of
 from .pipeline import handle, refuse
 from .recorder import Recorder
 from .reload import ConfigHolder
+from .runtime import Runtime
 
 log = logging.getLogger("strangler.proxy")
 
@@ -28,7 +29,7 @@ class ProxyApp:
     def __init__(self, holder: ConfigHolder, *, watch: bool = True, health_checks: bool = True) -> None:
         self.holder = holder
         self.metrics = holder.metrics
-        self.recorder = Recorder(holder.metrics, lambda: _access_log_format(holder))
+        self.recorder = Recorder(holder.metrics, lambda: _access_log_format(holder.runtime))
         self.listener = _Listener(holder, self.recorder)
         self.active_requests = 0
         self._watch = watch
@@ -62,7 +63,7 @@ class ProxyApp:
             raise
         finally:
             self.active_requests -= 1
-            self.recorder.finish(trace.freeze())
+            self.recorder.finish(trace.freeze(), _access_log_format(runtime))
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -116,8 +117,7 @@ def _settle_heap() -> None:
     gc.set_threshold(10_000, 10, 10)
 
 
-def _access_log_format(holder: ConfigHolder) -> str | None:
-    runtime = holder.runtime
+def _access_log_format(runtime: Runtime | None) -> str | None:
     if runtime is None or not runtime.config.access_log.enabled:
         return None
     return runtime.config.access_log.format

@@ -1,4 +1,4 @@
-"""The command line: run, check, explain, demo."""
+"""The command line: run, check, explain, rollback-all, demo."""
 
 from __future__ import annotations
 
@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("-H", "--header", action="append", default=[], metavar="'Name: value'")
     explain.add_argument("--client-ip", metavar="IP", help="the address the request comes from (for sticky: client-ip)")
 
+    rollback = commands.add_parser("rollback-all", help="send every route back to legacy now, and freeze every ramp")
+    rollback.add_argument("--admin", metavar="URL", help="the proxy's admin listener (default: as the config says)")
+    rollback.add_argument("--config", default=DEFAULT_CONFIG, help="where to read the admin address and token")
+    rollback.add_argument("--reason", default="", help="why, for the log and the state (required unless --lift)")
+    rollback.add_argument("--lift", action="store_true", help="lift roll back all instead")
+
     demo = commands.add_parser("demo", help="run the bundled monolith, services and proxy together")
     demo.add_argument("--config", default=DEFAULT_CONFIG)
 
@@ -48,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "explain":
         from .explain import explain_request
         return explain_request(args.path, args.method, args.url, args.header, client_ip=args.client_ip)
+    if args.command == "rollback-all":
+        if not args.reason.strip() and not args.lift:
+            parser.error("rollback-all needs --reason TEXT: say why, for the log and whoever lifts it")
+        from .operate import rollback_all
+        return rollback_all(args.admin, args.config, args.reason, lift=args.lift)
     # The one edge from the proxy up to the playground: `strangler demo` is the command users
     # know, and only this command loads the playground, which knows the bundled shop.
     from playground.demo import run_demo
@@ -72,6 +83,11 @@ def _check(path: str) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{path}: valid, version {config.sha256}")
     print(routing_table(config))
+    for route in config.routes:
+        if route.ramp is not None:
+            ramp = route.ramp
+            steps = " -> ".join(f"{step:g}%" for step in ramp.steps)
+            print(f"ramp {route.name}: {ramp.to} {steps}, every {ramp.every_s:g}s, on breach {ramp.on_breach}")
     return 0
 
 
@@ -110,6 +126,12 @@ def _run(args: argparse.Namespace) -> int:
     )
     if (options.host, options.port) == (options.admin_host, options.admin_port):
         print("strangler: the admin listener must not share the public one", file=sys.stderr)
+        return 1
+    from .admin_guard import admin_token, bind_refusal
+
+    refusal = bind_refusal(options.admin_host, explicit=args.admin_host is not None, token=admin_token(config))
+    if refusal is not None:
+        print(f"strangler: {refusal}", file=sys.stderr)
         return 1
     if args.workers > 1:
         from .workers import run_workers

@@ -212,7 +212,7 @@ class Connection(asyncio.Protocol):
         "_is_head", "status", "raw_headers", "_headers", "_body", "_buffered", "_head_bytes", "_error",
         "_body_error", "_waiter", "_drain_waiter", "_write_paused", "_read_paused", "_timer",
         "_last_activity", "_awaiting_source", "_writer", "_raw_left", "_parser_stale",
-        "_on_interim", "_trailer_bytes", "_upgrade", "_early",
+        "_on_interim", "_unparsed_bytes", "_upgrade", "_early",
     )
 
     def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop, read_timeout_s: float) -> None:
@@ -250,7 +250,7 @@ class Connection(asyncio.Protocol):
         self._raw_left = 0
         self._parser_stale = False
         self._on_interim: InterimHandler | None = None
-        self._trailer_bytes = 0
+        self._unparsed_bytes = 0
         self._upgrade = False        # the request asks to switch protocols (a WebSocket handshake)
         self._early = b""            # bytes after a 101's head: the new protocol's first
 
@@ -271,7 +271,7 @@ class Connection(asyncio.Protocol):
             self._parser = httptools.HttpResponseParser(self)
             self._parser_stale = False
         self._raw_left = 0
-        self._trailer_bytes = 0
+        self._unparsed_bytes = 0
         self._on_interim = on_interim
         self._upgrade = upgrade
         self._state = AWAITING_HEAD
@@ -540,6 +540,10 @@ class Connection(asyncio.Protocol):
         self._last_activity = self._loop.time()
         if state is AWAITING_HEAD:
             self._head_bytes += len(data)
+        else:
+            # Bytes that yield no body: chunk lines, trailers. httptools grows an unfinished trailer
+            # field by concatenation, so an endless one is stopped by its raw size.
+            self._unparsed_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -555,8 +559,11 @@ class Connection(asyncio.Protocol):
             else:
                 self._fail(ProtocolError(f"malformed response: {error}"))
         else:
-            if self._state is AWAITING_HEAD and self._head_bytes > MAX_RESPONSE_HEADER_BYTES:
+            state = self._state
+            if state is AWAITING_HEAD and self._head_bytes > MAX_RESPONSE_HEADER_BYTES:
                 self._fail(ProtocolError(f"response head over {MAX_RESPONSE_HEADER_BYTES} bytes"))
+            elif state is READING_BODY and self._unparsed_bytes > MAX_RESPONSE_HEADER_BYTES:
+                self._fail(ProtocolError(f"response trailers or chunk lines over {MAX_RESPONSE_HEADER_BYTES} bytes"))
 
     def _switched(self, early: bytes) -> None:
         """A 101 to a request that asked for it: nothing is read until the new owner takes the transport."""
@@ -636,11 +643,7 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._state is not AWAITING_HEAD:
             # A trailer field: never merged into the head already handed out (RFC 9110 6.5.1), and
-            # not forwarded (the client's response is framed anew). Bounded like a head.
-            self._trailer_bytes += len(name) + len(value) + 4
-            if self._trailer_bytes > MAX_RESPONSE_HEADER_BYTES:
-                self._fail(ProtocolError(f"response trailers over {MAX_RESPONSE_HEADER_BYTES} bytes"))
-                raise _Stop()
+            # not forwarded (the client's response is framed anew); bounded in data_received.
             return
         self._headers.append((name, value))
 
@@ -686,6 +689,7 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        self._unparsed_bytes = 0
         if self._raw_left:
             self._raw_left -= len(body)
         self._buffer(body)

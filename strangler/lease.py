@@ -109,8 +109,3 @@ class UpstreamLease:
         self.state.bulkhead.release()
         self._recorder.upstream_busy(self.state.upstream.name, -1)
 
-    def __enter__(self) -> UpstreamLease:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -51,7 +51,7 @@ class Metrics:
                                            ["upstream"], registry=r)
         self.inflight = Gauge("strangler_inflight_requests", "Requests in flight to an upstream.", ["upstream"],
                               registry=r, **live_sum)
-        self.split_percent = Gauge("strangler_split_percent", "The configured share of a route per upstream.",
+        self.split_percent = Gauge("strangler_split_percent", "The share of a route per upstream in force: the config's, or a ramp's or roll back all's.",
                                    ["route", "upstream"], registry=r, **live_max)
         self.reloads = Counter("strangler_config_reloads_total", "Config loads by result.", ["result"], registry=r)
         self.config_info = Gauge("strangler_config_info", "The loaded config's version (sha256).", ["version"],
@@ -70,6 +70,7 @@ class Metrics:
                                         "WebSocket tunnels ended, by why (tunnel.END_REASONS).",
                                         ["route", "upstream", "reason"], registry=r)
         # --- end of WebSocket tunnels ------------------------------------------------------------------
+        self.control = ControlMetrics(r)
         self._requests_cache: dict[tuple[str, str, str, int], Counter] = {}
         self._pair_cache: dict[tuple[str, str], PairMetrics] = {}
         self._inflight_cache: dict[str, Gauge] = {}
@@ -138,3 +139,46 @@ class PairMetrics:
         if child is None:
             child = self.attempt_outcomes[outcome] = self._metrics.attempts.labels(self._route, self._upstream, outcome)
         child.inc()
+
+
+# -- control plane: ramps and roll back all ----------------------------------------------------------
+# Set by the controller (the parent process with --workers); the data path writes none of these.
+
+class ControlMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        live_max = {"multiprocess_mode": "livemax"}
+        self.ramp_percent = Gauge("strangler_ramp_percent", "A ramped route's share per upstream in force.",
+                                  ["route", "upstream"], registry=r, **live_max)
+        self.ramp_state = Gauge("strangler_ramp_state", "1 for a ramp's current state, 0 for the others.",
+                                ["route", "state"], registry=r, **live_max)
+        self.ramp_decisions = Counter("strangler_ramp_decisions_total", "Ramp decisions, and the gate that decided.",
+                                      ["route", "decision", "gate"], registry=r)
+        self.rollback_all_active = Gauge("strangler_rollback_all_active", "1 while roll back all holds.",
+                                         registry=r, **live_max)
+        self.controller_errors = Counter("strangler_controller_errors_total",
+                                         "Exceptions in the controller (the proxy serves on with the last shares).",
+                                         registry=r)
+
+    @staticmethod
+    def retire(metric: Gauge, *labels: str) -> None:
+        # Zero before removing: in multiprocess mode the last value stays in the process's file.
+        metric.labels(*labels).set(0)
+        metric.remove(*labels)
+
+
+Sample = tuple[str, dict[str, str], float]
+
+
+def read_samples(metrics: Metrics, names: frozenset[str]) -> list[Sample]:
+    """(sample name, labels, value) of the families called `names`: this process's, or every worker's."""
+    directory = multiprocess_dir()
+    if directory:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        families = registry.collect()
+    else:
+        families = metrics.registry.collect()
+    return [(sample.name, sample.labels, sample.value)
+            for family in families if family.name in names for sample in family.samples]
+

@@ -26,7 +26,7 @@ from .outcome import RequestTrace
 from .paths import forwarded_path, normalize_path, path_forms
 from .problem import problem_body, problem_headers
 from .recorder import Recorder
-from .routing import RequestHead, check_method
+from .routing import REFUSED_METHODS, RequestHead, check_method
 from .runtime import Runtime
 from .sticky import cohort_set_cookie, sticky_key
 from .websocket import add_handshake_headers, open_tunnel, tunnel_opener
@@ -77,7 +77,8 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
     query: bytes = scope.get("query_string", b"")
     raw_headers = scope["headers"]
-    check_method(scope["method"])
+    if scope["method"] in REFUSED_METHODS:
+        check_method(scope["method"])
     check_host(raw_headers, scope.get("http_version", "1.1"))
     # Encoded slashes need a second form of the path, and only when a route keeps them.
     forms = path_forms(raw_path) if runtime.keeps_encoded_slash else None
@@ -132,8 +133,10 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
         open_tunnel(lease, tunnel, scope, _answer_headers(lease, config, trace, secure), trace, recorder,
                     config.limits)
         return
-    with lease:
+    try:
         await _stream(lease, head.method, config, send, receive, trace, secure)
+    finally:
+        lease.close()
 
 
 def _answer_headers(lease: UpstreamLease, config: Config, trace: RequestTrace, secure: bool) -> list[tuple[bytes, bytes]]:
@@ -188,14 +191,21 @@ async def _stream(lease: UpstreamLease, method: str, config: Config, send: Any, 
 
 def _early_hints_relay(scope: dict[str, Any]) -> InterimHandler | None:
     """Passes an upstream's 103 Early Hints on to the client, when the listener can send them."""
-    send_hints = scope.get("extensions", {}).get(EARLY_HINTS_EXTENSION)
-    if send_hints is None:
+    extensions = scope.get("extensions")
+    if extensions is None or EARLY_HINTS_EXTENSION not in extensions:
         return None
+    return _EarlyHints(scope, extensions[EARLY_HINTS_EXTENSION]).relay
 
-    def relay(status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
-        send_hints(scope, client_response_headers(raw_headers, status))
 
-    return relay
+class _EarlyHints:
+    __slots__ = ("scope", "send_hints")
+
+    def __init__(self, scope: dict[str, Any], send_hints: Any) -> None:
+        self.scope = scope
+        self.send_hints = send_hints
+
+    def relay(self, status: int, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.send_hints(self.scope, client_response_headers(raw_headers, status))
 
 
 async def _wait_for_disconnect(receive: Any) -> None:

@@ -44,3 +44,10 @@ def problem_headers(error: ProxyError, body: bytes, *, expose: bool) -> list[tup
         # do not reuse the connection, whose next bytes may be that body.
         headers.append((b"connection", b"close"))
     return headers
+
+
+def problem_document(status: int, title: str, detail: str, **extra: object) -> bytes:
+    """A problem+json body for answers that are not the data path's (the admin API's)."""
+    slug = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
+    return json.dumps({"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail,
+                       **extra}).encode()

@@ -19,7 +19,8 @@ from .outcome import RequestOutcome
 access_log = logging.getLogger("strangler.access")
 json_access_log = logging.getLogger(JSON_ACCESS_LOGGER)    # its lines carry no logging prefix
 
-# The access log's format from the current config: "plain", "json", or None when it is off.
+# The access log's format from the current config: "plain", "json", or None when it is off (for the
+# listener's refusals, which belong to no request's config).
 LogFormat = Callable[[], str | None]
 
 
@@ -62,14 +63,15 @@ class Recorder:
 
     # --- once it is over ----------------------------------------------------------------------------
 
-    def finish(self, outcome: RequestOutcome) -> None:
+    def finish(self, outcome: RequestOutcome, log_format: str | None) -> None:
+        """Count and log a request that is over, in the access log's format of its config (None: off)."""
         metrics = self.metrics
         metrics.count_request(outcome.route, outcome.upstream, outcome.method, outcome.status)
         if outcome.route and outcome.upstream:
             metrics.pair(outcome.route, outcome.upstream).duration.observe(outcome.duration_s)
         if outcome.reason is not None:
             metrics.proxy_errors.labels(outcome.route, outcome.upstream, outcome.reason).inc()
-        form = self._log_format()
+        form = log_format
         if form is None or not access_log.isEnabledFor(logging.INFO):
             return
         if form == "json":

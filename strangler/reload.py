@@ -6,12 +6,15 @@ import asyncio
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 
+from . import overlay as shares_file
 from .config.loader import ConfigError, load_config
 from .forward import Connector, UpstreamClient
 from .metrics import Metrics
+from .overlay import EMPTY, Overlay
 from .runtime import Runtime, build_runtime
 
 log = logging.getLogger("strangler.reload")
@@ -24,7 +27,8 @@ class ConfigHolder:
     """Owns the reference every request reads once; a reload builds aside and swaps it."""
 
     def __init__(self, path: str, metrics: Metrics, *, count_reloads: bool = True,
-                 connector: Connector | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 connector: Connector | None = None, clock: Callable[[], float] = time.monotonic,
+                 follow_shares: bool = False) -> None:
         self.path = path
         self.metrics = metrics
         # How the upstream clients open connections (by default TCP); tests pass a scripted fake.
@@ -32,6 +36,13 @@ class ConfigHolder:
         self.clock = clock          # for the breakers and retry budgets it builds
         # With several workers the parent counts reloads once for all of them.
         self.count_reloads = count_reloads
+        # A worker takes the shares its parent's controller decides from the state directory's shares file.
+        self.follow_shares = follow_shares
+        self.overlay: Overlay = EMPTY
+        self._shares_seen: bytes | None = None
+        # With --workers the parent swaps from two threads (SIGHUP on the main one, the controller and
+        # the watcher on the admin one): a swap must not build on a runtime another swap is replacing.
+        self._swapping = threading.RLock()
         self.runtime: Runtime | None = None
         self.last_error: ConfigError | None = None
         self._retiring: set[asyncio.Task[None]] = set()
@@ -46,6 +57,10 @@ class ConfigHolder:
 
     def reload(self) -> Runtime:
         """Load the file and swap it in; on any problem keep the running config and raise ConfigError."""
+        with self._swapping:
+            return self._reload()
+
+    def _reload(self) -> Runtime:
         # Whatever asked for this reload (watcher, SIGHUP, POST /reload), the watcher need not repeat it.
         self._seen = self._fingerprint()
         try:
@@ -59,7 +74,10 @@ class ConfigHolder:
             raise
         for warning in config.warnings:
             log.warning("config.warning %s", warning)
-        runtime, retired = build_runtime(config, self.metrics, self.runtime, connector=self.connector, clock=self.clock)
+        if self.follow_shares:
+            self._read_shares(config.state_dir)
+        runtime, retired = build_runtime(config, self.metrics, self.runtime, connector=self.connector,
+                                         clock=self.clock, overlay=self.overlay)
         previous, self.runtime = self.runtime, runtime
         self.last_error = None
         if self.count_reloads:
@@ -71,6 +89,48 @@ class ConfigHolder:
         for callback in self._subscribers:
             callback(runtime)
         return runtime
+
+    def apply_overlay(self, overlay: Overlay) -> None:
+        """Swap in a runtime of the running config with these shares in force (no file is read)."""
+        with self._swapping:
+            self.overlay = overlay
+            if self.runtime is None:
+                return
+            runtime, retired = build_runtime(self.runtime.config, self.metrics, self.runtime, connector=self.connector,
+                                             clock=self.clock, overlay=overlay)
+            self.runtime = runtime
+        for client in retired:
+            self._retire(client)
+        for callback in self._subscribers:
+            callback(runtime)
+
+    def _read_shares(self, state_dir: str) -> bool:
+        """Take the shares file's overlay when it changed; True when it did. A bad file keeps the last one."""
+        path = os.path.join(state_dir, shares_file.SHARES_FILE)
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except FileNotFoundError:
+            data = b""
+        except OSError as error:
+            log.error("shares.unreadable file=%s error=%s keeping=last", path, error)
+            return False
+        if data == self._shares_seen:
+            return False
+        self._shares_seen = data
+        try:
+            self.overlay = shares_file.decode(data) if data else EMPTY
+        except ValueError as error:
+            log.error("shares.refused file=%s reason=%s keeping=last", path, error)
+            return False
+        log.info("shares.applied file=%s rollback_all=%s ramps=%d", path, self.overlay.rollback_all_to or "-",
+                 len(self.overlay.ramps))
+        return True
+
+    def follow_shares_now(self) -> None:
+        """A worker's check of the shares file: apply it at once when it changed."""
+        if self.runtime is not None and self._read_shares(self.runtime.config.state_dir):
+            self.apply_overlay(self.overlay)
 
     def _retire(self, client: UpstreamClient) -> None:
         # Requests in flight may still stream through the old pool; close it once they are done.
@@ -99,6 +159,8 @@ class ConfigHolder:
         pending: str | None = None
         while True:
             await asyncio.sleep(interval_s)
+            if self.follow_shares:
+                self.follow_shares_now()
             current = self._fingerprint()
             if current == self._seen:
                 pending = None

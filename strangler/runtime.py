@@ -18,8 +18,10 @@ from .bulkhead import Bulkhead
 from .config.model import Config, Route, Upstream
 from .forward import Connector, UpstreamClient
 from .metrics import Metrics, PairMetrics
+from .overlay import EMPTY, Overlay, Split
 from .routing import RequestHead, RoutingTable
 from .split import SplitTable
+
 
 @dataclass(slots=True, eq=False)
 class HealthStatus:
@@ -43,15 +45,18 @@ class RouteRuntime:
     split: SplitTable
     breakers: dict[str, CircuitBreaker]
     pairs: dict[str, PairMetrics]
+    shares: Split = ()                   # the split in force: the config's, or the overlay's (ramp, roll back all)
 
 
 class Runtime:
     """Everything a request needs, read through one reference per request."""
 
-    def __init__(self, config: Config, routes: dict[str, RouteRuntime], upstreams: dict[str, UpstreamState]) -> None:
+    def __init__(self, config: Config, routes: dict[str, RouteRuntime], upstreams: dict[str, UpstreamState],
+                 overlay: Overlay = EMPTY) -> None:
         self.config = config
         self.routes = routes
         self.upstreams = upstreams
+        self.overlay = overlay
         self.table = RoutingTable(config.routes)
         self.keeps_encoded_slash = any(route.encoded_slash == "keep" for route in config.routes)
         self._by_route = {route: routes[route.name] for route in config.routes}
@@ -69,9 +74,9 @@ def _budget_ratio(config: Config, upstream: str) -> float:
 
 
 def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = None, *,
-                  connector: Connector | None = None,
-                  clock: Callable[[], float] = time.monotonic) -> tuple[Runtime, list[UpstreamClient]]:
-    """A runtime for `config`, reusing what `previous` holds; returns the clients it retires.
+                  connector: Connector | None = None, clock: Callable[[], float] = time.monotonic,
+                  overlay: Overlay = EMPTY) -> tuple[Runtime, list[UpstreamClient]]:
+    """A runtime for `config` with `overlay`'s shares, reusing what `previous` holds; returns the clients it retires.
 
     The clients it creates open their connections with `connector` (by default TCP); clients
     carried over keep the connector they were made with. New breakers and retry budgets read
@@ -110,14 +115,16 @@ def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = N
             else:
                 breakers[name] = _new_breaker(route, name, metrics, clock)
             metrics.breaker_state.labels(route.name, name).set(int(breakers[name].state))
+        shares = overlay.split_for(route)
         routes[route.name] = RouteRuntime(
             route=route,
-            split=SplitTable(route.name, route.split),
+            split=SplitTable(route.name, shares),
             breakers=breakers,
             pairs={name: metrics.pair(route.name, name) for name in route.upstream_names},
+            shares=shares,
         )
-    _publish_config_gauges(config, metrics, previous)
-    return Runtime(config, routes, upstreams), retired
+    _publish_config_gauges(config, metrics, previous, routes)
+    return Runtime(config, routes, upstreams, overlay), retired
 
 
 def _new_breaker(route: Route, upstream: str, metrics: Metrics, clock: Callable[[], float]) -> CircuitBreaker:
@@ -130,10 +137,12 @@ def _new_breaker(route: Route, upstream: str, metrics: Metrics, clock: Callable[
     return CircuitBreaker(route.breaker, on_transition=on_transition, name=f"{route.name}/{upstream}", clock=clock)
 
 
-def _publish_config_gauges(config: Config, metrics: Metrics, previous: Runtime | None) -> None:
+def _publish_config_gauges(config: Config, metrics: Metrics, previous: Runtime | None,
+                           routes: dict[str, RouteRuntime]) -> None:
     if previous is not None:
         # Zero before removing: in multiprocess mode the last value stays in the worker's file.
-        _retire_child(metrics.config_info, previous.config.sha256)
+        if previous.config.sha256 != config.sha256:
+            _retire_child(metrics.config_info, previous.config.sha256)
         current = {(route.name, name) for route in config.routes for name, _ in route.split}
         for route in previous.config.routes:
             for name, _ in route.split:
@@ -141,7 +150,7 @@ def _publish_config_gauges(config: Config, metrics: Metrics, previous: Runtime |
                     _retire_child(metrics.split_percent, route.name, name)
     metrics.config_info.labels(config.sha256).set(1)
     for route in config.routes:
-        for name, percent in route.split:
+        for name, percent in routes[route.name].shares:
             metrics.split_percent.labels(route.name, name).set(percent)
 
 

@@ -17,6 +17,7 @@ import uvicorn
 from .admin import create_admin_app
 from .app import ProxyApp
 from .config.model import ListenerTls
+from .control.plane import local_controller
 from .protocol import LimitedHttpToolsProtocol
 from .reload import ConfigHolder
 from .tls import ListenerCertificate
@@ -82,16 +83,22 @@ async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
     app = ProxyApp(holder, watch=options.watch)
     proxy = uvicorn.Server(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
                                                 options.graceful_timeout_s, options.tls))
-    admin = _AdminServer(admin_uvicorn_config(create_admin_app(holder), options))
+    # The controller puts its state's shares (a ramp's step, roll back all) in force before the first request.
+    controller = local_controller(holder)
+    controller.start()
+    admin_app = create_admin_app(holder, controller=controller, bound_host=options.admin_host)
+    admin = _AdminServer(admin_uvicorn_config(admin_app, options))
     admin_task = asyncio.create_task(admin.serve())
+    control_task = asyncio.create_task(controller.run())
     runtime = holder.runtime
     log.info("strangler.started listen=%s admin=%s config=%s version=%s",
              options.url(), options.url(admin=True), options.config_path, runtime.config.sha256 if runtime else None)
     try:
         await proxy.serve()
     finally:
+        control_task.cancel()
         admin.should_exit = True
-        await asyncio.gather(admin_task, return_exceptions=True)
+        await asyncio.gather(admin_task, control_task, return_exceptions=True)
         log.info("strangler.stopped")
 
 

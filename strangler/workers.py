@@ -5,6 +5,10 @@ supervisor), and serves the admin API from a thread. Workers write metrics
 to a shared directory (prometheus-client's multiprocess mode), so /metrics
 adds up all of them. Every worker watches the config file; a reload asked
 of the parent (SIGHUP, POST /reload) is passed on to each worker as SIGUSR1.
+The one controller (ramps, roll back all) runs in the parent, on the admin
+thread, reading every worker's metrics; it writes the shares it decides to
+the state directory's shares.json, which every worker applies within its
+watch interval, also when the config file on disk is invalid.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 
 from .admin import create_admin_app
 from .config.loader import ConfigError
+from .control.controller import Controller
+from .control.plane import local_controller
 from .health import check_upstreams_forever
 from .logs import configure_logging
 from .metrics import Metrics
@@ -36,7 +42,7 @@ def worker_app():
     from .app import ProxyApp
 
     configure_logging()
-    holder = ConfigHolder(os.environ[CONFIG_ENV], Metrics(), count_reloads=False)
+    holder = ConfigHolder(os.environ[CONFIG_ENV], Metrics(), count_reloads=False, follow_shares=True)
     holder.reload()
     # The parent probes upstream health once for all workers.
     return ProxyApp(holder, health_checks=False)
@@ -70,6 +76,9 @@ def run_workers(options: ServeOptions, workers: int) -> int:
     os.environ[CONFIG_ENV] = options.config_path
     holder = ConfigHolder(options.config_path, Metrics())
     holder.reload()
+    # Before any worker starts: its first runtime already has the shares in force.
+    controller = local_controller(holder, workers=True)
+    controller.start()
     config = proxy_uvicorn_config("strangler.workers:worker_app", options.host, options.port, options.log_level,
                                   options.graceful_timeout_s, options.tls, factory=True, workers=workers)
     socket = config.bind_socket()
@@ -77,7 +86,7 @@ def run_workers(options: ServeOptions, workers: int) -> int:
     # /health/ready already says 200. Listening now queues them in the backlog instead.
     socket.listen(config.backlog)
     supervisor = _Supervisor(config, [socket], holder)
-    admin = _AdminThread(options, holder, on_reload=lambda: supervisor.signal_workers(signal.SIGUSR1))
+    admin = _AdminThread(options, holder, controller, on_reload=lambda: supervisor.signal_workers(signal.SIGUSR1))
     admin.start()
     log.info("strangler.started listen=%s admin=%s workers=%d config=%s",
              options.url(), options.url(admin=True), workers, options.config_path)
@@ -93,9 +102,11 @@ def run_workers(options: ServeOptions, workers: int) -> int:
 class _AdminThread:
     """The admin listener and upstream health checks, on their own event loop in the parent."""
 
-    def __init__(self, options: ServeOptions, holder: ConfigHolder, on_reload) -> None:
-        app = create_admin_app(holder, on_reload=on_reload, workers=True)
+    def __init__(self, options: ServeOptions, holder: ConfigHolder, controller: Controller, on_reload) -> None:
+        app = create_admin_app(holder, on_reload=on_reload, workers=True, controller=controller,
+                               bound_host=options.admin_host)
         self.holder = holder
+        self.controller = controller
         self.server = uvicorn.Server(admin_uvicorn_config(app, options))
         self.thread = threading.Thread(target=self._run, name="strangler-admin", daemon=True)
 
@@ -103,11 +114,13 @@ class _AdminThread:
         async def main() -> None:
             health = asyncio.create_task(check_upstreams_forever(self.holder))
             watch = asyncio.create_task(self.holder.watch())
+            control = asyncio.create_task(self.controller.run())
             try:
                 await self.server.serve()
             finally:
                 health.cancel()
                 watch.cancel()
+                control.cancel()
         asyncio.run(main())
 
     def start(self) -> None:

@@ -10,7 +10,8 @@
 
 Inside strangler, bottom to top: errors and config, the stages, the runtime,
 the pipeline, then the apps and the command line; strangler/control/ (the control
-plane, reserved) is never imported by the data path.
+plane: ramps, roll back all) is never imported by the data path, which it steers only
+through the shares it publishes (strangler/overlay.py).
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ STRANGLER_LAYERS = [
     ("errors and config", {"strangler.errors", "strangler.config", "strangler.logs"}),
     ("stages", {"strangler.paths", "strangler.headers", "strangler.body", "strangler.routing", "strangler.split",
                 "strangler.sticky", "strangler.bulkhead", "strangler.http1", "strangler.forward",
-                "strangler.metrics", "strangler.problem", "strangler.outcome", "strangler.tls", "strangler.tunnel"}),
+                "strangler.metrics", "strangler.problem", "strangler.outcome", "strangler.overlay", "strangler.tls",
+                "strangler.tunnel"}),
     ("runtime", {"strangler.runtime", "strangler.reload", "strangler.health", "strangler.recorder",
                  "strangler.lease"}),
     ("pipeline", {"strangler.pipeline", "strangler.forwarder", "strangler.websocket"}),
     ("control plane", {"strangler.control"}),
-    ("apps and command line", {"strangler.app", "strangler.protocol", "strangler.admin", "strangler.server",
-                               "strangler.workers", "strangler.explain", "strangler.cli", "strangler.__main__",
-                               "strangler"}),
+    ("apps and command line", {"strangler.app", "strangler.protocol", "strangler.admin", "strangler.admin_guard",
+                               "strangler.server", "strangler.workers", "strangler.explain", "strangler.operate",
+                               "strangler.cli", "strangler.__main__", "strangler"}),
 ]
 # What a request passes through; the control plane steers it only by what it swaps in (split tables).
 DATA_PATH = {"strangler.app", "strangler.protocol", *(module for _, layer in STRANGLER_LAYERS[:4] for module in layer)}
@@ -126,3 +128,4 @@ def test_the_walk_sees_the_imports_it_judges() -> None:
     assert "resilience.retry" in imports_of("strangler.forwarder", modules["strangler.forwarder"], set(modules))
     assert "strangler.http1" in imports_of("strangler.forward", modules["strangler.forward"], set(modules))
     assert "playground.demo" in imports_of("strangler.cli", modules["strangler.cli"], set(modules))
+    assert "strangler.control.controller" in imports_of("strangler.admin", modules["strangler.admin"], set(modules))

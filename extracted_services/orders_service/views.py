@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from domain_events import internal
+from extracted_services.common import faults
 from extracted_services.common.http import (
     ApiError, build_absolute_uri, idempotency_key, json_error, json_response, positive_int, read_json,
 )
@@ -133,6 +134,7 @@ async def saga_retry(request: Request) -> Response:
 
 
 def configure(app: Any) -> None:
+    faults.install(app)       # POST /faults/ plants a share of 500s, for the ramp walk-through in the README
     runner = SagaRunner(app.state.database, app.state.wiring, app.state.metrics)
     runner.on_transition = lambda saga: app.state.relay.wake()   # its events go out without waiting a tick
     app.state.sagas = runner

@@ -12,10 +12,10 @@ from .model import Address, Config
 from .reader import ConfigError, Problem, Reader, join
 from .source import Node, SourceError, read_tree
 
-__all__ = ["ConfigError", "Problem", "load_config", "parse_config"]
+__all__ = ["ConfigError", "Problem", "load_admin", "load_config", "parse_config"]
 
 TOP_KEYS = ("version", "listen", "admin", "upstreams", "defaults", "routes", "trusted_proxies",
-            "expose_headers", "limits", "access_log", "paths")
+            "expose_headers", "limits", "access_log", "state_dir", "paths")
 DEFAULTS_KEYS = ("retry", "circuit_breaker", "sticky")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -29,6 +29,24 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         reason = err.strerror or str(err)
         raise ConfigError([Problem(source, 1, 1, "", f"cannot read file: {reason}")]) from None
     return parse_config(data, source)
+
+
+def load_admin(path: str | os.PathLike[str]) -> tuple[Address, str | None] | None:
+    """The admin listener's address and token from a file, even when the rest of it is invalid
+    (an operator rolling everything back may be doing so because of that file); None if unreadable."""
+    try:
+        root = read_tree(Path(path).read_bytes())
+    except (OSError, SourceError):
+        return None
+    if root is None or root.kind != "mapping":
+        return None
+    node = next((value for key, value in root.items if key.text == "admin"), None)
+    if node is None:
+        return Config().admin, None
+    r = Reader(str(path))
+    address = sections.address(r, node, "admin", Config().admin, sections.ADMIN_KEYS)
+    token = sections.admin_token(r, node, "admin")
+    return None if r.problems else (address, token)
 
 
 def parse_config(data: bytes | str, source: str = "<string>") -> Config:
@@ -45,7 +63,9 @@ def parse_config(data: bytes | str, source: str = "<string>") -> Config:
     config = _config(r, root)
     if r.problems:
         raise ConfigError(r.problems)
-    return dataclasses.replace(config, source=source, sha256=hashlib.sha256(raw).hexdigest())
+    # State lives beside the config unless it says otherwise: a relative state_dir is read from the file's folder.
+    state_dir = os.path.normpath(os.path.join(os.path.dirname(source) if source != "<string>" else "", config.state_dir))
+    return dataclasses.replace(config, source=source, sha256=hashlib.sha256(raw).hexdigest(), state_dir=state_dir)
 
 
 def _config(r: Reader, root: Node) -> Config:
@@ -58,18 +78,20 @@ def _config(r: Reader, root: Node) -> Config:
         if not (node.kind == "scalar" and node.type == "int" and node.value == 1):
             r.problem(node, "version", f"expected version 1, found {node.text or 'nothing'}")
     listen = sections.address(r, fields["listen"], "listen", default.listen) if "listen" in fields else default.listen
-    admin = sections.address(r, fields["admin"], "admin", default.admin) if "admin" in fields else default.admin
+    admin = sections.address(r, fields["admin"], "admin", default.admin, sections.ADMIN_KEYS) \
+        if "admin" in fields else default.admin
     if _same_listener(listen, admin):
         at = fields.get("admin") or fields.get("listen") or root
         r.problem(at, "admin", "admin must not share the public listener")
     known = sections.upstreams(r, fields["upstreams"], "upstreams") if "upstreams" in fields else {}
+    legacy = sections.legacy_upstream(r, fields["upstreams"], "upstreams") if "upstreams" in fields else None
     defaults = _defaults(r, fields["defaults"]) if "defaults" in fields else routes.Defaults()
     encoded_slash = sections.paths(r, fields["paths"], "paths") if "paths" in fields else None
     if encoded_slash is not None:
         defaults = dataclasses.replace(defaults, encoded_slash=encoded_slash)
     read: list[routes.ReadRoute] = []
     if "routes" in fields:
-        read = routes.routes(r, fields["routes"], "routes", known, defaults)
+        read = routes.routes(r, fields["routes"], "routes", known, defaults, legacy)
         if fields["routes"].kind == "list" and not fields["routes"].items:
             r.problem(fields["routes"], "routes", "no routes: every request would get 404")
     else:
@@ -86,8 +108,17 @@ def _config(r: Reader, root: Node) -> Config:
         access_log=sections.access_log(r, fields["access_log"], "access_log")
         if "access_log" in fields else default.access_log,
         encoded_slash=defaults.encoded_slash,
+        admin_token=sections.admin_token(r, fields["admin"], "admin") if "admin" in fields else None,
+        state_dir=_state_dir(r, fields["state_dir"]) if "state_dir" in fields else default.state_dir,
         warnings=tuple(routes.shadowing(r, read)),
     )
+
+
+def _state_dir(r: Reader, node: Node) -> str:
+    found = r.string(node, "state_dir")
+    if found is not None and not found.strip():
+        r.problem(node, "state_dir", "state_dir must not be empty: leave it out for var/strangler beside the config")
+    return found.strip() if found and found.strip() else Config().state_dir
 
 
 def _same_listener(listen: Address, admin: Address) -> bool:

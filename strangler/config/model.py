@@ -15,6 +15,7 @@ MAX_REPLAY_BODY_BYTES = 64 * 1024
 StickyKind = Literal["cohort", "cookie", "header", "client-ip", "none"]
 # What a path with an encoded slash (%2F) gets: 400, or matched with %2F inside its segment and forwarded as sent.
 EncodedSlash = Literal["reject", "keep"]
+OnBreach = Literal["rollback", "hold"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -58,6 +59,7 @@ class Upstream:
     max_concurrent: int = 256      # bulkhead
     health: HealthCheck | None = None
     tls: UpstreamTls = UpstreamTls()   # used by https:// urls only
+    role: Literal["legacy"] | None = None   # the monolith: where "back to legacy" sends traffic
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +80,34 @@ class Match:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Gates:
+    """What a ramp's window must show before its next step; a gate left at None is off."""
+
+    min_requests: int = 100                                 # fewer for `to` in the window: inconclusive
+    max_error_rate_percent: float | None = None             # of `to`'s requests
+    max_error_rate_increase_percent: float | None = None    # `to`'s error rate minus legacy's, same window
+    max_p95_ratio: float | None = None                      # p95 of `to` over legacy's
+    min_shadow_match_percent: float | None = None           # only on a route with shadow on
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ramp:
+    """Moves a route's share from its legacy upstream to `to`, one step per window that passes its gates."""
+
+    to: str
+    legacy: str                                     # the upstream with role: legacy, the other side of the split
+    steps: tuple[float, ...]                        # the share of `to` at each step, increasing
+    every_s: float                                  # how long each step is watched
+    gates: Gates = Gates()
+    on_breach: OnBreach = "rollback"
+    id: str = ""                                    # of the ramp block and the route's split: edit either, start anew
+
+    def shares(self, split: tuple[tuple[str, float], ...], percent: float) -> tuple[tuple[str, float], ...]:
+        """The split with `to` at `percent` and legacy taking the rest, in the split's own order."""
+        return tuple((name, percent if name == self.to else 100.0 - percent) for name, _ in split)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     name: str
     match: Match
@@ -90,6 +120,7 @@ class Route:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     max_body_bytes: int | None = None               # None: limits.max_body_bytes
     encoded_slash: EncodedSlash = "reject"          # its own paths.encoded_slash, else the top-level one
+    ramp: Ramp | None = None
     line: int = 0                                   # where the route starts in the file
 
     @property
@@ -133,9 +164,16 @@ class Config:
     limits: Limits = Limits()
     access_log: AccessLog = AccessLog()
     encoded_slash: EncodedSlash = "reject"          # paths.encoded_slash: every route's unless it sets its own
+    admin_token: str | None = None  # admin.token; STRANGLER_ADMIN_TOKEN, when set, takes its place
+    state_dir: str = "var/strangler"   # ramp progress and roll back all; relative to the config file's folder
     source: str = "<string>"        # file name as given, for messages
     sha256: str = ""                # of the file's bytes: the config version users see
     warnings: tuple[str, ...] = ()  # FILE:LINE:COL: path: message, e.g. shadowed routes
+
+    @property
+    def legacy(self) -> str | None:
+        """The name of the upstream with role: legacy, if one has it."""
+        return next((upstream.name for upstream in self.upstreams if upstream.role == "legacy"), None)
 
     def upstream(self, name: str) -> Upstream:
         for upstream in self.upstreams:

@@ -6,13 +6,13 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import sections, values
+from . import ramps, sections, values
 from .model import BreakerPolicy, EncodedSlash, Match, RetryPolicy, Route, Sticky
 from .reader import Fields, Reader, join
 from .source import Node
 
 ROUTE_KEYS = ("name", "match", "split", "to", "fallback", "sticky", "strip_prefix", "timeout",
-              "retry", "circuit_breaker", "max_body_size", "paths")
+              "retry", "circuit_breaker", "max_body_size", "ramp", "paths")
 MATCH_KEYS = ("path", "methods", "headers", "host")
 BUCKETS_PER_PERCENT = 100  # 10,000 buckets: a split can say 0.01% and no finer
 
@@ -34,12 +34,13 @@ class ReadRoute:
     node: Node
 
 
-def routes(r: Reader, node: Node, path: str, known: Mapping[str, object], defaults: Defaults) -> list[ReadRoute]:
+def routes(r: Reader, node: Node, path: str, known: Mapping[str, object], defaults: Defaults,
+           legacy: str | None = None) -> list[ReadRoute]:
     result: list[ReadRoute] = []
     first_line: dict[str, int] = {}
     for where, item in r.items(node, path):
         before = len(r.problems)
-        route = _route(r, item, where, known, defaults, first_line)
+        route = _route(r, item, where, known, defaults, first_line, legacy)
         # Build only what read cleanly; the problems already say what is wrong.
         if route is not None and len(r.problems) == before:
             result.append(ReadRoute(route, where, item))
@@ -47,7 +48,7 @@ def routes(r: Reader, node: Node, path: str, known: Mapping[str, object], defaul
 
 
 def _route(r: Reader, node: Node, path: str, known: Mapping[str, object], defaults: Defaults,
-           first_line: dict[str, int]) -> Route | None:
+           first_line: dict[str, int], legacy: str | None) -> Route | None:
     fields = r.mapping(node, path, ROUTE_KEYS)
     if fields is None:
         return None
@@ -79,6 +80,9 @@ def _route(r: Reader, node: Node, path: str, known: Mapping[str, object], defaul
         route["timeout_s"] = r.value(fields["timeout"], join(path, "timeout"), values.duration)
     if "max_body_size" in fields:
         route["max_body_bytes"] = r.value(fields["max_body_size"], join(path, "max_body_size"), values.size)
+    if "ramp" in fields:
+        route["ramp"] = ramps.ramp(r, fields["ramp"], fields.key_nodes["ramp"], join(path, "ramp"), split=split,
+                                   legacy=legacy, has_shadow="shadow" in fields)
     if name is None or match is None or split is None or None in route.values():
         return None
     return Route(name=name, match=match, split=split, line=node.line, **route)  # type: ignore[arg-type]

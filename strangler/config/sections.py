@@ -19,7 +19,10 @@ P = TypeVar("P", RetryPolicy, BreakerPolicy)
 
 RETRY_KEYS = ("attempts", "backoff", "retry_on", "methods", "budget")
 BREAKER_KEYS = ("failure_threshold", "recovery_timeout", "success_threshold")
-UPSTREAM_KEYS = ("url", "connect_timeout", "timeout", "max_concurrent", "health", "tls")
+UPSTREAM_KEYS = ("url", "connect_timeout", "timeout", "max_concurrent", "health", "tls", "role")
+LISTEN_KEYS = ("host", "port", "tls")
+ADMIN_KEYS = ("host", "port", "tls", "token")
+ROLES = ("legacy",)
 # YAML key -> (Limits field, kind of value)
 LIMIT_FIELDS = {
     "max_url_length": ("max_url_bytes", "size"),
@@ -35,8 +38,8 @@ LIMIT_FIELDS = {
 _RETRY_ON = "expected connect-error, timeout or a status from 500 to 599"
 
 
-def address(r: Reader, node: Node, path: str, default: Address) -> Address:
-    fields = r.mapping(node, path, ("host", "port", "tls")) or {}
+def address(r: Reader, node: Node, path: str, default: Address, keys: tuple[str, ...] = LISTEN_KEYS) -> Address:
+    fields = r.mapping(node, path, keys) or {}
     host, port = default.host, default.port
     tls = _listener_tls(r, fields["tls"], join(path, "tls")) if "tls" in fields else None
     if "host" in fields:
@@ -111,6 +114,33 @@ def _ssl_reason(error: BaseException) -> str:
     return getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
 
 
+def admin_token(r: Reader, node: Node, path: str) -> str | None:
+    """admin.token, when the admin mapping sets one (its other keys are read by `address`)."""
+    found = next((value for key, value in node.items if key.text == "token"), None) if node.kind == "mapping" else None
+    if found is None:
+        return None
+    token = r.string(found, join(path, "token"))
+    if token is not None and not token.strip():
+        r.problem(found, join(path, "token"), "token must not be empty: leave it out to run without one")
+        return None
+    return token.strip() if token else None
+
+
+def legacy_upstream(r: Reader, node: Node, path: str) -> str | None:
+    """The upstream that says role: legacy; a second one is a problem where it says so."""
+    first: tuple[str, int] | None = None
+    for key, value in node.items if node.kind == "mapping" else ():
+        role = next((v for k, v in value.items if k.text == "role"), None) if value.kind == "mapping" else None
+        if role is None or role.kind != "scalar" or role.text != "legacy":
+            continue
+        if first is None:
+            first = (key.text, role.line)
+        else:
+            r.problem(role, join(path, f"{key.text}.role"), f"'{first[0]}' already has role: legacy (line {first[1]}); "
+                      "exactly one upstream may be the legacy one")
+    return first[0] if first else None
+
+
 def upstreams(r: Reader, node: Node, path: str) -> dict[str, Upstream | None]:
     """Upstreams by name; None for one with problems, so references to it still resolve."""
     result: dict[str, Upstream | None] = {}
@@ -139,6 +169,8 @@ def _upstream(r: Reader, name: str, node: Node, path: str) -> Upstream | None:
         settings["tls"] = _upstream_tls(r, fields["tls"], join(path, "tls"))
         if url is not None and not url.startswith("https://"):
             r.problem(fields.key_nodes["tls"], join(path, "tls"), "tls applies to https:// upstreams only")
+    if "role" in fields:
+        settings["role"] = r.choice(fields["role"], join(path, "role"), ROLES)
     if url is None or None in settings.values():
         return None
     return Upstream(name=name, url=url, **settings)  # type: ignore[arg-type]

@@ -73,6 +73,16 @@ def percent(node: Node) -> float:
     return value
 
 
+def ratio(node: Node) -> float:
+    """A plain number greater than 0, such as 1.5."""
+    value = _number(node)
+    if value is None:
+        raise ValueError(f"expected a number such as 1.5, found {describe(node)}")
+    if not (0 < value < math.inf):
+        raise ValueError(f"expected a number greater than 0, found {node.text}")
+    return value
+
+
 def name(text: str) -> str:
     if not _NAME.fullmatch(text):
         raise ValueError(f"invalid name '{text}': use letters, digits, '_', '.' and '-'")

@@ -302,3 +302,13 @@ def test_103_early_hints_are_not_sent_to_an_http10_client(faulty: Faulty, test_i
         connection.send(f"GET /once/{test_id}/early-hints HTTP/1.0\r\nHost: x\r\nX-Test-Id: {test_id}\r\n\r\n".encode())
         final = connection.read_response()
     assert (final.status, final.header("x-echo-id")) == (200, test_id)
+
+
+def test_an_upstream_trailer_that_never_ends_is_cut_off_and_the_answer_aborted(faulty: Faulty, test_id: str):
+    fetched = faulty.get(f"/once/{test_id}/bad/endless-trailer", test_id)
+    assert fetched.status == 200 and not fetched.complete       # the head had gone out: aborted, not ended
+    # Cut off by its size (a protocol error), long before the upstream's 4 MiB were in.
+    wait_until(lambda: f"protocol_error from flaky mid-body" in faulty.proxy.log(), timeout_s=5,
+               what="the proxy to log the cut-off answer")
+    [seen] = faulty.seen(test_id)
+    faulty.next_is_fine(test_id, not_on={seen.conn})

@@ -302,6 +302,7 @@ class RecordingUpstream(FaultServer):
     - `.../bad/trailers`     a chunked 200 whose trailer section sets `Set-Cookie` and
                              `X-Strangler-Upstream`, all in one write
     - `.../bad/status-999`   `HTTP/1.1 999 Weird`, Content-Length framed
+    - `.../bad/endless-trailer`  a chunked 200 whose trailer field goes on (`a` x 16 KiB, 256 times)
     - `.../early-hints`      `103 Early Hints` (two Link fields, a Connection-named field) then the usual 200
 
     After a broken answer the connection stays open and keeps serving, so a client
@@ -362,6 +363,15 @@ async def _answer(seen: Received, writer: asyncio.StreamWriter) -> bool:
                      % (seen.test_id or "-").encode())
         await writer.drain()
         return True
+    if path == "/bad/endless-trailer":
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-T: ")
+        try:
+            for _ in range(256):
+                writer.write(b"a" * 16384)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        return False
     if path == "/bad/status-999":
         writer.write(b"HTTP/1.1 999 Weird\r\nContent-Length: 5\r\n\r\nweird")
         await writer.drain()
