@@ -28,7 +28,7 @@ class Forwarder:
 
     def __init__(self, runtime: Runtime, route_rt: RouteRuntime, method: str, target: str,
                  headers: list[tuple[bytes, bytes]], body: RequestBody, trace: RequestTrace, recorder: Recorder,
-                 early_hints: InterimHandler | None = None, *, upgrade: bool = False) -> None:
+                 early_hints: InterimHandler | None = None) -> None:
         self.runtime = runtime
         self.route_rt = route_rt
         self.route = route_rt.route
@@ -39,7 +39,7 @@ class Forwarder:
         self.trace = trace
         self.recorder = recorder
         self.early_hints = early_hints
-        self.upgrade = upgrade       # a WebSocket handshake: a 101 is an answer
+        self.upgrade = False         # a WebSocket handshake: a 101 is an answer
 
     async def run(self, chosen: str) -> UpstreamLease:
         timeout_s = self.route.timeout_s
@@ -113,9 +113,12 @@ class Forwarder:
         self.trace.upstream_attempts += 1
         retry = number > 1
         try:
-            response = await state.client.send(self.method, self.target, self.headers, self.body.for_attempt(),
-                                               route=self.route.name, on_interim=self.early_hints,
-                                               upgrade=self.upgrade)
+            if self.upgrade:
+                response = await state.client.send(self.method, self.target, self.headers, self.body.for_attempt(),
+                                                   route=self.route.name, on_interim=self.early_hints, upgrade=True)
+            else:
+                response = await state.client.send(self.method, self.target, self.headers, self.body.for_attempt(),
+                                                   route=self.route.name, on_interim=self.early_hints)
         except UpstreamError as error:
             permit.record_failure()
             self.recorder.attempt(pair, _attempt_outcome(error.reason), retry=retry)

@@ -13,7 +13,6 @@ import asyncio
 from typing import Any
 
 from .body import RequestBody
-from .config.model import Config
 from .errors import ClientDisconnected, NoRoute, ProxyError, Reason, ResponseAborted, UpstreamError
 from .forward import InterimHandler
 from .forwarder import Forwarder
@@ -29,9 +28,11 @@ from .recorder import Recorder
 from .routing import REFUSED_METHODS, RequestHead, check_method
 from .runtime import Runtime
 from .sticky import cohort_set_cookie, sticky_key
-from .websocket import add_handshake_headers, open_tunnel, tunnel_opener
+from .tunnel import TUNNEL_EXTENSION
+from .websocket import add_handshake_headers, open_tunnel
 
 _BODYLESS_STATUS = frozenset({204, 304})
+_NO_EXTENSIONS: dict[str, Any] = {}
 
 
 async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: Any, trace: RequestTrace,
@@ -80,9 +81,12 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     if scope["method"] in REFUSED_METHODS:
         check_method(scope["method"])
     check_host(raw_headers, scope.get("http_version", "1.1"))
-    # Encoded slashes need a second form of the path, and only when a route keeps them.
-    forms = path_forms(raw_path) if runtime.keeps_encoded_slash else None
-    head = RequestHead(scope["method"], normalize_path(raw_path) if forms is None else forms.matched, raw_headers)
+    if runtime.keeps_encoded_slash:     # a second form of the path, only when a route keeps encoded slashes
+        forms = path_forms(raw_path)
+        head = RequestHead(scope["method"], forms.matched, raw_headers)
+    else:
+        forms = None
+        head = RequestHead(scope["method"], normalize_path(raw_path), raw_headers)
 
     route_rt = runtime.match(head)
     if route_rt is None:
@@ -113,7 +117,8 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     )
     # One X-Request-ID, the proxy's (the client's own when it was sane): headers.py drops the client's.
     upstream_headers.append((b"X-Request-ID", trace.request_id.encode("ascii")))
-    tunnel = tunnel_opener(scope)       # a WebSocket handshake's: its 101 opens a tunnel
+    extensions = scope.get("extensions") or _NO_EXTENSIONS
+    tunnel = extensions.get(TUNNEL_EXTENSION)       # a WebSocket handshake's only: its 101 opens a tunnel
     if tunnel is not None:
         add_handshake_headers(upstream_headers)
     if framing.content_length is not None:
@@ -126,41 +131,37 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
         await body.read_small()
 
     forwarder = Forwarder(runtime, route_rt, head.method, target, upstream_headers, body, trace, recorder,
-                          _early_hints_relay(scope), upgrade=tunnel is not None)
+                          _early_hints_relay(scope, extensions))
+    if tunnel is not None:
+        forwarder.upgrade = True        # a 101 is an answer
     lease = await forwarder.run(assignment.upstream)
-    secure = scope.get("scheme") == "https" or (trusted and head.header("x-forwarded-proto") == "https")
-    if tunnel is not None and lease.response is not None and lease.response.status == 101:
-        open_tunnel(lease, tunnel, scope, _answer_headers(lease, config, trace, secure), trace, recorder,
-                    config.limits)
-        return
-    try:
-        await _stream(lease, head.method, config, send, receive, trace, secure)
-    finally:
-        lease.close()
-
-
-def _answer_headers(lease: UpstreamLease, config: Config, trace: RequestTrace, secure: bool) -> list[tuple[bytes, bytes]]:
-    """The upstream's answer headers for the client, and the proxy's own."""
     response = lease.response
     assert response is not None
-    # Upstreams often echo X-Request-ID: headers.py drops theirs, the client gets it once, as logged.
+    # The answer's headers: the upstream's (hop-by-hop out, and its X-Request-ID, which upstreams
+    # often echo: the client gets the one logged) and the proxy's own.
     headers = client_response_headers(response.raw_headers, response.status)
     if config.expose_headers:
         headers.append((b"x-strangler-route", trace.route.encode()))
         headers.append((b"x-strangler-upstream", trace.upstream.encode()))
     headers.append((b"x-request-id", trace.request_id.encode()))
     if trace.new_cohort is not None:
+        secure = scope.get("scheme") == "https" or (trusted and head.header("x-forwarded-proto") == "https")
         headers.append((b"set-cookie", cohort_set_cookie(trace.new_cohort, secure)))
-    return headers
+    if tunnel is not None and response.status == 101:
+        open_tunnel(lease, tunnel, scope, headers, trace, recorder, config.limits)
+        return
+    try:
+        await _stream(lease, headers, head.method, send, receive, trace)
+    finally:
+        lease.close()
 
 
-async def _stream(lease: UpstreamLease, method: str, config: Config, send: Any, receive: Any,
-                  trace: RequestTrace, secure: bool) -> None:
+async def _stream(lease: UpstreamLease, headers: list[tuple[bytes, bytes]], method: str, send: Any, receive: Any,
+                  trace: RequestTrace) -> None:
     """Send the upstream's answer; the lease learns whether it went out whole, or the upstream broke it."""
     response = lease.response
     assert response is not None
     status = response.status
-    headers = _answer_headers(lease, config, trace, secure)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     trace.status = status
     bodiless = method == "HEAD" or status in _BODYLESS_STATUS or status < 200
@@ -189,10 +190,9 @@ async def _stream(lease: UpstreamLease, method: str, config: Config, send: Any, 
             watcher.cancel()
 
 
-def _early_hints_relay(scope: dict[str, Any]) -> InterimHandler | None:
+def _early_hints_relay(scope: dict[str, Any], extensions: dict[str, Any]) -> InterimHandler | None:
     """Passes an upstream's 103 Early Hints on to the client, when the listener can send them."""
-    extensions = scope.get("extensions")
-    if extensions is None or EARLY_HINTS_EXTENSION not in extensions:
+    if EARLY_HINTS_EXTENSION not in extensions:
         return None
     return _EarlyHints(scope, extensions[EARLY_HINTS_EXTENSION]).relay
 

@@ -108,11 +108,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering: asyncio.TimerHandle | None = None  # closes a lingering connection at last
         # Given to the app in each request's scope (one dict per connection, never changed).
         self._extensions = {EARLY_HINTS_EXTENSION: self._send_early_hints}
-        self._tunnel_wanted = False                    # the request being parsed is a WebSocket handshake
         # Bytes after an upgrade request that no parser may read: a tunnel's first bytes, or bytes
         # read away until the answer ends the connection. None: the parser reads everything.
         self._held: bytearray | None = None
-        self._upgrade_framing: bytes | None = None     # how the body behind an upgrade request is framed
         self._shutting_down = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -201,36 +199,35 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._declares_body and cycle is not None and cycle.transport is self.transport:
             # Only requests with a body can leave bytes unread when their answer closes the connection.
             cycle.transport = _LingeringCloseTransport(self)
-        if self.parser.should_upgrade():
-            self._upgrade_head()
 
-    def _upgrade_head(self) -> None:
-        """The head of an upgrade request is in: a WebSocket handshake may become a tunnel."""
-        if self._declares_body:
-            # llhttp leaves the body behind an upgrade request unread (and says the message is
-            # complete): the next parser reads it, framed as here. Framing the pipeline refuses
-            # anyway (both headers, an unknown coding) ends the connection with the refusal.
-            self._upgrade_framing = _body_framing(self.headers)
-            if self._upgrade_framing is None:
-                self.cycle.keep_alive = False
+    def _after_upgrade_request(self, rest: bytes) -> None:
+        """llhttp stopped after an upgrade request (`rest` is what came after it): a WebSocket
+        handshake may become a tunnel; any other upgrade is served as HTTP/1.1 and a new parser
+        reads on.
+
+        This runs in the same data_received as the request's head: its app has not started yet,
+        and self.cycle and self.scope are still this request's.
+        """
+        framing = _body_framing(self.headers) if self._declares_body else None
+        if self._declares_body and framing is None:
+            # Framing the pipeline refuses anyway (both headers, an unknown coding): answered, and
+            # the connection ends; llhttp's early end of the message stands (on_message_complete).
+            self.cycle.keep_alive = False
+            super().on_message_complete()
+            self._held = bytearray()
+            self._hold(rest)
             return
-        if self.scope["method"] == "GET" and self.scope["http_version"] == "1.1" and _asks_for_websocket(self.headers):
-            self._tunnel_wanted = True
+        if (framing is None and self.scope["method"] == "GET" and self.scope["http_version"] == "1.1"
+                and _asks_for_websocket(self.headers)):
             # Its answer either opens the tunnel or is the last on this connection: bytes after
             # the handshake are the tunnel's, never another request.
             self.cycle.keep_alive = False
             self.scope["extensions"] = {**self._extensions, TUNNEL_EXTENSION: self._open_tunnel}
-
-    def _after_upgrade_request(self, rest: bytes) -> None:
-        """llhttp stopped after an upgrade request: what comes next is held, or read by a new parser."""
-        if self._tunnel_wanted or (self._declares_body and self._upgrade_framing is None):
-            self._tunnel_wanted = False
             self._held = bytearray()
             self._hold(rest)
             return
         # Not taken (h2c and the like: the pipeline drops Upgrade as hop-by-hop): the connection goes
         # on as HTTP/1.1, from the request's body, when it has one.
-        framing, self._upgrade_framing = self._upgrade_framing, None
         parser = httptools.HttpRequestParser(self if framing is None else _BodyAfterUpgrade(self))
         parser.set_dangerous_leniencies(lenient_data_after_close=True)
         self.parser = parser
@@ -296,8 +293,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._unparsed_bytes = 0
-        if self._upgrade_framing is not None:
-            return      # llhttp's early end of an upgrade request: its body is still to come
+        if self._declares_body and self.parser.should_upgrade():
+            return      # llhttp's early end of an upgrade request: its body is read after (_after_upgrade_request)
         super().on_message_complete()
 
     def on_response_complete(self) -> None:

@@ -1,7 +1,7 @@
 """WebSockets: the handshake forwarded with an upgrade's hop-by-hop rules, and the tunnel after a 101.
 
 The listener (protocol.py) gives a WebSocket handshake (GET, HTTP/1.1, `Connection: upgrade`,
-`Upgrade: websocket`, no body) the scope extension TUNNEL_EXTENSION. Until the answer it is a
+`Upgrade: websocket`, no body) the scope extension tunnel.TUNNEL_EXTENSION, an OpenTunnel. Until the answer it is a
 request like any other: routed, split, sticky, breaker, bulkhead, retries and fallback. The
 upstream's 101 opens a tunnel, which takes over the request's lease (its bulkhead slot) for as
 long as it is open and closes it at its end; any other answer goes to the client as it is.
@@ -20,7 +20,6 @@ from .errors import ClientDisconnected
 from .lease import UpstreamLease
 from .outcome import RequestTrace
 from .recorder import Recorder
-from .tunnel import TUNNEL_EXTENSION
 
 log = logging.getLogger("strangler.websocket")
 
@@ -34,12 +33,6 @@ class OpenTunnel(Protocol):
     def __call__(self, scope: dict[str, Any], headers: Headers, upstream: asyncio.Transport, upstream_early: bytes,
                  *, extensions: bool, idle_timeout_s: float, drain_timeout_s: float,
                  on_end: Callable[[str], None]) -> bool: ...
-
-
-def tunnel_opener(scope: dict[str, Any]) -> OpenTunnel | None:
-    """How to open a tunnel for this request: only a WebSocket handshake has one."""
-    extensions = scope.get("extensions")
-    return extensions.get(TUNNEL_EXTENSION) if extensions else None
 
 
 def add_handshake_headers(upstream_headers: Headers) -> None:
