@@ -4,7 +4,8 @@
 
 Origin: nginx (one worker) serving /small (1 KiB JSON), /large (10 MiB) and POST /upload.
 Contenders: direct to the origin (the limit), nginx as a reverse proxy (keep-alive upstream),
-asgiproxy (PyPI) and strangler with bench/strangler.yaml, each with one worker. The proxy runs
+asgiproxy (PyPI) and strangler with bench/strangler.yaml, each with one worker; S5, a composite
+route of three parts, is strangler's alone. The proxy runs
 on CPU 0, the origin and wrk on CPU 1. Every contender's answers must equal the origin's
 before anything is timed. Writes bench/results/YYYY-MM-DD-HHMM.md and bench/results/latest.md
 and prints the table. Standard library only.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import http.client
+import json
 import os
 import re
 import shutil
@@ -44,13 +46,20 @@ class Scenario:
     path: str
     connections: int
     per_mib: bool = False      # throughput in MiB/s rather than requests/s
+    only: str | None = None    # the one contender that can run it
 
+
+# S5's route (bench/strangler.yaml): three parts, each a GET of /small, as one JSON object.
+COMPOSITE_PATH = "/composite/7"
+COMPOSITE_PARTS = ("summary", "stock", "reviews")
 
 SCENARIOS = (
     Scenario("S1", "GET /small (1 KiB), 64 connections", "GET", "/small", 64),
     Scenario("S2", "GET /small (1 KiB), 8 connections: latency", "GET", "/small", 8),
     Scenario("S3", "POST /upload (64 KiB body), 32 connections", "POST", "/upload", 32),
     Scenario("S4", "GET /large (10 MiB), 4 connections", "GET", "/large", 4, per_mib=True),
+    Scenario("S5", f"GET {COMPOSITE_PATH}: a composite of {len(COMPOSITE_PARTS)} parts of /small, 64 connections",
+             "GET", COMPOSITE_PATH, 64, only="strangler"),
 )
 CONTENDERS = ("direct", "nginx", "asgiproxy", "strangler")
 
@@ -110,14 +119,10 @@ def start_asgiproxy(processes: Processes, peers_python: Path, origin_port: int, 
     return processes.start("asgiproxy", argv, cpus=cpus, env={"BENCH_ORIGIN": f"http://127.0.0.1:{origin_port}"}), port
 
 
-def strangler_command() -> str:
-    local = Path(sys.executable).parent / "strangler"
-    if local.exists():
-        return str(local)
-    venv = harness.REPO_DIR / ".venv" / "bin" / "strangler"
-    if venv.exists():
-        return str(venv)
-    raise RuntimeError("no `strangler` command next to this python or in .venv/bin (run `make` first)")
+def strangler_command() -> list[str]:
+    """`python -m strangler`, run from this checkout (Processes.start's directory), so that the code
+    measured is the checkout's own whichever checkout the venv's `strangler` script was installed from."""
+    return [sys.executable, "-m", "strangler"]
 
 
 def start_strangler(processes: Processes, workdir: Path, origin_port: int, cpus: str, workers: int = 1,
@@ -125,16 +130,33 @@ def start_strangler(processes: Processes, workdir: Path, origin_port: int, cpus:
     config = workdir / f"{name}.yaml"
     config.write_text(config_for_origin(CONFIG.read_text(), origin_port))
     port, admin_port = harness.free_port(), harness.free_port()
-    argv = [strangler_command(), "run", "--config", str(config), "--port", str(port), "--admin-port",
+    argv = [*strangler_command(), "run", "--config", str(config), "--port", str(port), "--admin-port",
             str(admin_port), "--workers", str(workers), "--log-level", "warning"]
     return processes.start(name, argv, cpus=cpus), port, admin_port
 
 
-def verify(contender: Contender, expected: dict[str, Answer]) -> None:
+def verify(contender: Contender, expected: dict[str, Answer], small: bytes | None = None) -> None:
+    """With `small` (the origin's /small), S5's composite must hold it as each of its parts."""
     # Repeats, because a split may send each request to either side.
     problems = check_answers(expected, harness.fetch_probes(contender.port, repeat=4))
+    if small is not None:
+        problems += composite_problems(contender.port, small)
     if problems:
         raise RuntimeError("answers differ from the origin's: " + "; ".join(problems))
+
+
+def composite_problems(port: int, small: bytes) -> list[str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", COMPOSITE_PATH)
+        response = connection.getresponse()
+        status, body = response.status, response.read()
+    finally:
+        connection.close()
+    want = {**{part: json.loads(small) for part in COMPOSITE_PARTS}, "partial": []}
+    if status != 200 or json.loads(body) != want:
+        return [f"GET {COMPOSITE_PATH}: got {status}, {len(body)} bytes, not each part's /small"]
+    return []
 
 
 # --- measuring -------------------------------------------------------------------------------------
@@ -259,7 +281,8 @@ def _cpu_set(cpus: str) -> set[int]:
 
 # --- the report ------------------------------------------------------------------------------------
 
-TARGETS = "S1 and S3 >= 1.0x asgiproxy req/s (aim 1.5x); S2 p99 <= 2x nginx; S4 >= 0.9x nginx MiB/s; peak RSS < 80 MiB"
+TARGETS = ("S1 and S3 >= 1.0x asgiproxy req/s (aim 1.5x); S2 p99 <= 2x nginx; S4 >= 0.9x nginx MiB/s; peak RSS < 80 MiB; "
+           "S5's CPU per composite answer reported against 3 x S1's per request")
 
 
 def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traffic: dict | None,
@@ -291,6 +314,8 @@ def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traf
         asgiproxy_cost = _cost(contenders.get("asgiproxy"), scenario)
         rows = []
         for contender in contenders.values():
+            if scenario.only is not None and contender.name != scenario.only:
+                continue
             result = contender.result(scenario)
             if result is None:
                 reason = contender.failure and "did not start" or contender.errors.get(scenario.key, "not run")
@@ -403,7 +428,7 @@ def _p99(contender: Contender | None, scenario: Scenario) -> float | None:
 
 def _verdicts(contenders: dict[str, Contender], scaling: WorkerScaling | None) -> list[list[str]]:
     strangler = contenders.get("strangler")
-    s1, s2, s3, s4 = SCENARIOS
+    s1, s2, s3, s4, s5 = SCENARIOS
 
     def compare(scenario: Scenario, peer: str) -> float | None:
         mine, theirs = _throughput(strangler, scenario), _throughput(contenders.get(peer), scenario)
@@ -424,6 +449,12 @@ def _verdicts(contenders: dict[str, Contender], scaling: WorkerScaling | None) -
     rows.append(["S2 p99 <= 2x nginx p99", ratio(value, 1), verdict(value, value is not None and value <= 2.0)])
     value = compare(s4, "nginx")
     rows.append(["S4 MiB/s >= 0.9x nginx", ratio(value, 1), verdict(value, (value or 0) >= 0.9)])
+    composite, plain = _cost(strangler, s5), _cost(strangler, s1)
+    parts = len(COMPOSITE_PARTS)
+    rows.append([f"S5 CPU per composite answer vs {parts} x S1's per request",
+                 "-" if not (composite and plain) else
+                 f"{ratio(composite, parts * plain)} ({fmt(composite)} µs vs {parts} x {fmt(plain)} µs)",
+                 "reported" if composite and plain else "not measured"])
     rss = strangler.peak_rss_bytes / MIB if strangler and strangler.peak_rss_bytes else None
     rows.append(["peak RSS < 80 MiB", "-" if rss is None else f"{rss:.1f} MiB", verdict(rss, (rss or 1e9) < 80)])
     if scaling is not None:
@@ -493,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         ("direct", "wrk straight to the origin: the limit"),
         ("nginx", "nginx reverse proxy, one worker, keep-alive upstream"),
         ("asgiproxy", "asgiproxy 0.2.0 (aiohttp client) on uvicorn, httptools + uvloop"),
-        ("strangler", "`strangler run --config bench/strangler.yaml`: 7 routes, 50/50 split with sticky "
+        ("strangler", "`strangler run --config bench/strangler.yaml`: 8 routes, 50/50 split with sticky "
                       "cohort, fallback, breaker, retry, health checks, metrics"),
     ) if name in wanted}
     scaling = None
@@ -508,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         origin = processes.start("origin", harness.nginx_argv(tools["nginx"], conf), cpus=args.load_cpus)
         harness.wait_until_serving(origin, origin_port, "/small")
         expected = {probe: answers[0] for probe, answers in harness.fetch_probes(origin_port).items()}
+        small = (workdir / "root" / "small").read_bytes()
         scripts = {"GET": workdir / "get.lua", "POST": workdir / "post.lua"}
         scripts["GET"].write_text(harness.get_script())
         scripts["POST"].write_text(harness.post_script())
@@ -527,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
                         processes, workdir, origin_port, args.proxy_cpus)
                 if contender.process is not None:
                     harness.wait_until_serving(contender.process, contender.port, "/small", timeout_s=30)
-                verify(contender, expected)
+                verify(contender, expected, small if name == "strangler" else None)
                 log(f"{name}: answers equal the origin's")
             except Exception as exc:
                 contender.failure = str(exc).splitlines()[0]
@@ -540,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in (s for s in SCENARIOS if s.key in args.scenarios.split(",")):
             for _ in range(args.rounds):
                 for contender in running:
-                    measure(contender, scenario, scripts, tools["wrk"], args, origin.pid)
+                    if scenario.only is None or contender.name == scenario.only:
+                        measure(contender, scenario, scripts, tools["wrk"], args, origin.pid)
         for contender in running:
             if contender.process is not None:
                 contender.peak_rss_bytes = harness.peak_rss_bytes(contender.process.pid)

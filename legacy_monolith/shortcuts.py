@@ -104,3 +104,13 @@ def positive_int(data: dict[str, Any], key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ApiError(400, "invalid", f"{key} must be a positive integer")
     return value
+
+
+def optional_int_param(request: Request, name: str) -> int | None:
+    """A query parameter that must be an integer when present."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise ApiError(400, "invalid", f"{name} must be an integer")
+    return int(raw)

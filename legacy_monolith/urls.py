@@ -33,5 +33,6 @@ urlpatterns = [
     *include("/api/inventory", inventory.api_urlpatterns, inventory.app_name),
     *include("/api/orders", orders.api_urlpatterns, orders.app_name),
     *include("/api/payments", payments.api_urlpatterns, payments.app_name),
+    *include("/api/shipping", shipping.api_urlpatterns, shipping.app_name),
     *include("", events.urlpatterns, events.app_name),
 ]

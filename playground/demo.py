@@ -204,6 +204,7 @@ def _banner(config: Config, config_path: str, children: list[Child], data_dir: P
         f"       {orders}/api/orders/             # the order saga: stock, payment, confirm; the shop gets a copy",
         f"  curl -s -H 'Authorization: Bearer {token}' {legacy}/outbox/   # events, dead letters; also /metrics",
         f"  curl -si {proxy}/orders                                  # redirect Location points at the proxy",
+        f"  curl -s {proxy}/api/order-summary/1                      # one answer from orders, payments and legacy",
         f"  curl -s {admin}/routes",
         f"  curl -s {admin}/metrics | grep strangler_requests_total",
         f"  open {proxy}/accounts/login/   (alice@example.com / wonderland, staff: bob@example.com / canwefixit)",

@@ -62,6 +62,8 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
             "split": {name: percent for name, percent in route_rt.shares},      # in force
             "config_split": {name: percent for name, percent in route.split},
             "split_source": runtime.overlay.source_for(route),                  # config, ramp or rollback_all
+            "compose": {part.name: {"upstream": part.upstream, "path": part.target.text, "required": part.required}
+                        for part in route.compose} or None,
             "fallback": route.fallback,
             "sticky": route.sticky.describe(),
             "strip_prefix": route.strip_prefix,

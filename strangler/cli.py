@@ -99,8 +99,10 @@ def routing_table(config: Config) -> str:
         if match.host:
             parts.append(f"host={match.host}")
         parts.extend(f"{name}={value}" for name, value in match.headers)
-        split = ", ".join(f"{name} {percent:g}%" for name, percent in route.split)
-        rows.append((route.name, " ".join(parts), split, route.fallback or "-", route.sticky.describe()))
+        split = ", ".join(f"{name} {percent:g}%" for name, percent in route.split) or "compose: " + ", ".join(
+            f"{part.name}={part.upstream}" + (" (required)" if part.required else "") for part in route.compose)
+        rows.append((route.name, " ".join(parts), split, route.fallback or "-",
+                     "-" if route.compose else route.sticky.describe()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 

@@ -27,6 +27,8 @@ class Reason(enum.Enum):
     PROTOCOL_ERROR = ("protocol_error", 502, "Upstream answered garbage")
     CONNECT_TIMEOUT = ("connect_timeout", 504, "Upstream connect timed out")
     TIMEOUT = ("timeout", 504, "Upstream did not answer in time")
+    PART_REFUSED = ("part_refused", 400, "A required part answered with a client error")   # its status is the part's
+    PART_FAILED = ("part_failed", 502, "A required part answered with an error or not with JSON")
 
     def __init__(self, flag: str, status: int, title: str) -> None:
         self.flag = flag
@@ -38,6 +40,7 @@ class ProxyError(Exception):
     """A request the proxy answers itself; `reason` decides the status."""
 
     reason: Reason = Reason.BAD_REQUEST
+    part: str | None = None       # the part of a composite answer that caused it
 
     def __init__(
         self,
@@ -71,6 +74,31 @@ class BadPath(ProxyError):
 
 class BadRequest(ProxyError):
     reason = Reason.BAD_REQUEST
+
+
+class MethodNotAllowed(ProxyError):
+    """A method a route does not answer; `allow` lists the ones it does."""
+
+    reason = Reason.METHOD_NOT_ALLOWED
+
+    def __init__(self, detail: str, *, allow: bytes, route: str | None = None) -> None:
+        super().__init__(detail, route=route)
+        self.allow = allow
+
+
+class PartRefused(ProxyError):
+    """A required part of a composite answer answered 4xx: the whole answers with the same status."""
+
+    reason = Reason.PART_REFUSED
+
+    def __init__(self, detail: str, *, status: int, route: str, upstream: str, part: str) -> None:
+        super().__init__(detail, route=route, upstream=upstream)
+        self.part = part
+        self._status = status
+
+    @property
+    def status(self) -> int:
+        return self._status
 
 
 class CircuitOpen(ProxyError):

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from .config.loader import ConfigError, load_config
 from .config.model import COHORT_COOKIE, Config, Route
+from .config.template import decoded
 from .errors import ProxyError
 from .headers import check_host, client_address
 from .paths import PathForms, covers, forwarded_path, normalize_path, path_forms
@@ -57,7 +58,10 @@ def explain_request(path: str, method: str, url: str, header_args: list[str], ou
 
 def _why_not(route: Route, head: RequestHead) -> str:
     match = route.match
-    if not covers(match.path, head.path):
+    if match.template is not None:
+        if match.template.match(head.path) is None:
+            return f"path does not fit {match.path}"
+    elif not covers(match.path, head.path):
         return f"path is not under {match.path}"
     if match.methods is not None and head.method not in match.methods:
         return f"method {head.method} not in {', '.join(sorted(match.methods))}"
@@ -71,7 +75,9 @@ def _why_not(route: Route, head: RequestHead) -> str:
 
 def _explain_route(say, config: Config, index: int, route: Route, head: RequestHead, peer: str | None,
                    forms: PathForms | None) -> int:
-    say(f"route: {route.name} (routes[{index}], {config.source}:{route.line}): path under {route.match.path}"
+    template = route.match.template
+    say(f"route: {route.name} (routes[{index}], {config.source}:{route.line}): "
+        + (f"path fits {template.text}" if template is not None else f"path under {route.match.path}")
         + (f", method in {', '.join(sorted(route.match.methods))}" if route.match.methods else "")
         + (f", host {route.match.host}" if route.match.host else "")
         + "".join(f", {name}: {value}" for name, value in route.match.headers))
@@ -80,6 +86,12 @@ def _explain_route(say, config: Config, index: int, route: Route, head: RequestH
     except ProxyError as error:
         say(f"{error.status} {HTTPStatus(error.status).phrase} ({error.detail})")
         return 1
+    captures = template.match(head.path) if template is not None else None
+    if captures is not None:
+        say("captures: " + ", ".join(f"{name}={decoded(value)!r}" for name, value in captures.items()))
+    if route.compose:
+        _explain_parts(say, config, route, captures or {})
+        return 0
     say(f"forwarded path: {forwarded}")
     table = SplitTable(route.name, route.split)
     start = 0
@@ -106,11 +118,28 @@ def _explain_route(say, config: Config, index: int, route: Route, head: RequestH
         else:
             bucket = bucket_of(route.name, key)
             say(f"sticky: {sticky.describe()} = {key!r} ({source}) -> bucket {bucket} -> {table.owner(bucket)}")
-    say("upstreams: " + ", ".join(f"{u.name}={u.url}" for u in config.upstreams if u.name in route.upstream_names))
+    _say_upstreams(say, config, route)
     if route.fallback:
         say(f"fallback: {route.fallback}, when the chosen upstream's breaker is open or its bulkhead is full, or it "
             "failed and the request can be replayed")
     return 0
+
+
+def _say_upstreams(say, config: Config, route: Route) -> None:
+    say("upstreams: " + ", ".join(f"{u.name}={u.url}" for u in config.upstreams if u.name in route.upstream_names))
+
+
+def _explain_parts(say, config: Config, route: Route, captures: dict[str, str]) -> None:
+    say(f"composite: {len(route.compose)} parts fetched at once with GET, answered as one JSON object"
+        + (f" within {route.timeout_s:g}s" if route.timeout_s is not None else ""))
+    for part in route.compose:
+        try:
+            target = part.target.fill(captures)
+        except ProxyError as error:
+            target = f"(none: {error.detail}; the proxy answers 400)"
+        kind = "required: its failure fails the whole" if part.required else "optional: null when it fails"
+        say(f"  part {part.name}: {part.upstream} GET {target} ({kind})")
+    _say_upstreams(say, config, route)
 
 
 def _key(kind: str, name: str | None, head: RequestHead, config: Config, peer: str | None) -> tuple[str | None, str]:

@@ -24,7 +24,7 @@ _REFUSALS = (CircuitOpen, BulkheadFull)
 
 class Forwarder:
     __slots__ = ("runtime", "route_rt", "route", "method", "target", "headers", "body", "trace", "recorder",
-                 "early_hints", "upgrade")
+                 "early_hints", "abandoned", "upgrade")
 
     def __init__(self, runtime: Runtime, route_rt: RouteRuntime, method: str, target: str,
                  headers: list[tuple[bytes, bytes]], body: RequestBody, trace: RequestTrace, recorder: Recorder,
@@ -39,6 +39,9 @@ class Forwarder:
         self.trace = trace
         self.recorder = recorder
         self.early_hints = early_hints
+        # Set before cancelling a request whose answer is no longer wanted (a composite answer that
+        # another part decided): its upstream is not to blame, as it is for the route's deadline.
+        self.abandoned = False
         self.upgrade = False         # a WebSocket handshake: a 101 is an answer
 
     async def run(self, chosen: str) -> UpstreamLease:
@@ -125,6 +128,9 @@ class Forwarder:
             error.route = self.route.name
             raise
         except asyncio.CancelledError:
+            if self.abandoned:
+                permit.release()
+                raise
             # The route's deadline ran out while this attempt waited.
             permit.record_failure()
             self.recorder.attempt(pair, "timeout", retry=retry)

@@ -74,6 +74,12 @@ class Metrics:
         self._requests_cache: dict[tuple[str, str, str, int], Counter] = {}
         self._pair_cache: dict[tuple[str, str], PairMetrics] = {}
         self._inflight_cache: dict[str, Gauge] = {}
+        # --- composite routes (compose.py) -------------------------------------------------------------
+        self.compose_parts = Counter("strangler_compose_parts_total",
+                                     "Parts of composite answers, by what became of them (ok, or why missing).",
+                                     ["route", "part", "outcome"], registry=r)
+        self._compose_cache: dict[tuple[str, str, str], Counter] = {}
+        # --- end of composite routes -------------------------------------------------------------------
 
     def pair(self, route: str, upstream: str) -> "PairMetrics":
         key = (route, upstream)
@@ -94,6 +100,17 @@ class Metrics:
         if child is None:
             child = self._requests_cache[key] = self.requests.labels(route, upstream, method, str(code))
         child.inc()
+
+    # --- composite routes ----------------------------------------------------------------------------
+
+    def count_compose_part(self, route: str, part: str, outcome: str) -> None:
+        key = (route, part, outcome)
+        child = self._compose_cache.get(key)
+        if child is None:
+            child = self._compose_cache[key] = self.compose_parts.labels(route, part, outcome)
+        child.inc()
+
+    # --- end of composite routes ---------------------------------------------------------------------
 
     def render(self) -> tuple[bytes, str]:
         directory = multiprocess_dir()

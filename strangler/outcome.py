@@ -19,6 +19,18 @@ def request_id_of(raw_headers: list[tuple[bytes, bytes]]) -> str:
     return os.urandom(8).hex()
 
 
+class PartOutcome(NamedTuple):
+    """One part of a composite answer: what became of it, and how long it took."""
+
+    name: str
+    upstream: str
+    outcome: str                 # ok, or why it is missing (not_found, http_5xx, not_json, too_large, timeout,
+                                 # connect_error, circuit_open, bulkhead_full..., abandoned)
+    status: int | None           # the part's HTTP status, when it answered
+    attempts: int
+    duration_s: float
+
+
 class RequestOutcome(NamedTuple):
     """One request, over: what the recorder turns into metrics and an access log line.
 
@@ -35,13 +47,14 @@ class RequestOutcome(NamedTuple):
     fallback_reason: str | None
     reason: str | None           # the proxy's reason flag when it made or broke the answer
     duration_s: float
+    parts: tuple[PartOutcome, ...] = ()    # a composite answer's parts, in the route's order
 
 
 class RequestTrace:
     """The decisions made so far for one request; written by the pipeline alone."""
 
     __slots__ = ("request_id", "method", "started", "route", "upstream", "status", "attempts",
-                 "upstream_attempts", "fallback_reason", "new_cohort", "error")
+                 "upstream_attempts", "fallback_reason", "new_cohort", "error", "parts")
 
     def __init__(self, request_id: str, method: str) -> None:
         self.request_id = request_id
@@ -55,6 +68,7 @@ class RequestTrace:
         self.fallback_reason: str | None = None
         self.new_cohort: str | None = None  # a cohort id to set as a cookie on the answer
         self.error: BaseException | None = None
+        self.parts: tuple[PartOutcome, ...] = ()
 
     def freeze(self) -> RequestOutcome:
         error = self.error
@@ -62,4 +76,4 @@ class RequestTrace:
         status = self.status
         return RequestOutcome(self.request_id, self.method, self.route, self.upstream,
                               499 if status is None else status, self.attempts, self.fallback_reason, reason,
-                              time.perf_counter() - self.started)
+                              time.perf_counter() - self.started, self.parts)

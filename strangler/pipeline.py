@@ -3,6 +3,8 @@
 match route -> choose upstream (split, sticky) -> breaker open? fallback
   -> bulkhead -> breaker permit -> retry -> forward (forwarder.py, lease.py) -> stream -> record
 
+A composite route (compose.py) branches off after the match: its parts go the same way, at once.
+
 Everything the client receives for a proxied request is sent from here: the upstream's
 answer, streamed, or the proxy's own problem+json refusal.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from . import compose
 from .body import RequestBody
 from .errors import ClientDisconnected, NoRoute, ProxyError, Reason, ResponseAborted, UpstreamError
 from .forward import InterimHandler
@@ -93,6 +96,7 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
         raise NoRoute(f"no route matches {head.method} {head.path}")
     route = route_rt.route
     trace.route = route.name
+    path = forwarded_path(head.path, forms, route) if forms is not None or route.strip_prefix else head.path
 
     framing = request_framing(raw_headers)
     max_body = route.max_body_bytes if route.max_body_bytes is not None else config.limits.max_body_bytes
@@ -102,6 +106,18 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
 
     peer = scope["client"][0] if scope.get("client") else None
     trusted = is_trusted(peer, config.trusted_proxies)
+    # X-Forwarded-For gets the hop the proxy saw (the peer), not the client address resolved from
+    # the header itself: that would repeat the last hop and drop the trusted proxy's address.
+    upstream_headers = upstream_request_headers(
+        raw_headers, client_ip=peer, scheme=scope.get("scheme", "http"), trusted_client=trusted,
+    )
+    # One X-Request-ID, the proxy's (the client's own when it was sane): headers.py drops the client's.
+    upstream_headers.append((b"X-Request-ID", trace.request_id.encode("ascii")))
+    if route.compose:
+        # Its parts say which upstreams answer, all of them at once, as one JSON object.
+        await compose.answer(runtime, route_rt, head, upstream_headers, receive, send, trace, recorder)
+        return
+
     client_ip = client_address(peer, raw_headers, config.trusted_proxies) if trusted else peer
     if route_rt.split.is_split:
         key = sticky_key(route.sticky, head, client_ip)
@@ -110,20 +126,12 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     else:
         assignment = route_rt.split.choose(None)
 
-    # X-Forwarded-For gets the hop the proxy saw (the peer), not the client address resolved from
-    # the header itself: that would repeat the last hop and drop the trusted proxy's address.
-    upstream_headers = upstream_request_headers(
-        raw_headers, client_ip=peer, scheme=scope.get("scheme", "http"), trusted_client=trusted,
-    )
-    # One X-Request-ID, the proxy's (the client's own when it was sane): headers.py drops the client's.
-    upstream_headers.append((b"X-Request-ID", trace.request_id.encode("ascii")))
     extensions = scope.get("extensions") or _NO_EXTENSIONS
     tunnel = extensions.get(TUNNEL_EXTENSION)       # a WebSocket handshake's only: its 101 opens a tunnel
     if tunnel is not None:
         add_handshake_headers(upstream_headers)
     if framing.content_length is not None:
         upstream_headers.append((b"Content-Length", b"%d" % framing.content_length))
-    path = forwarded_path(head.path, forms, route) if forms is not None or route.strip_prefix else head.path
     target = path + "?" + query.decode("latin-1") if query else path
 
     body = RequestBody(receive, framing, max_bytes=max_body, idle_timeout_s=config.limits.body_idle_timeout_s)

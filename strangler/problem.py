@@ -6,7 +6,7 @@ import json
 import math
 from email.utils import formatdate
 
-from .errors import ProxyError, Reason
+from .errors import MethodNotAllowed, ProxyError, Reason
 
 PROBLEM_TYPE_BASE = "https://strangler.dev/problems/"
 # Every method but CONNECT and TRACE, which the proxy never forwards (routes may narrow these).
@@ -14,7 +14,7 @@ ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 
 
 def problem_body(error: ProxyError) -> bytes:
-    return json.dumps({
+    problem = {
         "type": PROBLEM_TYPE_BASE + error.reason.flag.replace("_", "-"),
         "title": error.reason.title,
         "status": error.status,
@@ -22,7 +22,10 @@ def problem_body(error: ProxyError) -> bytes:
         "route": error.route,
         "upstream": error.upstream,
         "reason": error.reason.flag,
-    }).encode()
+    }
+    if error.part is not None:
+        problem["part"] = error.part
+    return json.dumps(problem).encode()
 
 
 def problem_headers(error: ProxyError, body: bytes, *, expose: bool) -> list[tuple[bytes, bytes]]:
@@ -33,7 +36,8 @@ def problem_headers(error: ProxyError, body: bytes, *, expose: bool) -> list[tup
         (b"cache-control", b"no-store"),
     ]
     if error.reason is Reason.METHOD_NOT_ALLOWED:
-        headers.append((b"allow", ALLOWED_METHODS))        # RFC 9110 15.5.6: a 405 says what is
+        # RFC 9110 15.5.6: a 405 says what is
+        headers.append((b"allow", error.allow if isinstance(error, MethodNotAllowed) else ALLOWED_METHODS))
     if error.retry_after_s is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(error.retry_after_s))).encode()))
     if expose:

@@ -71,23 +71,33 @@ class Recorder:
             metrics.pair(outcome.route, outcome.upstream).duration.observe(outcome.duration_s)
         if outcome.reason is not None:
             metrics.proxy_errors.labels(outcome.route, outcome.upstream, outcome.reason).inc()
+        for part in outcome.parts:
+            metrics.count_compose_part(outcome.route, part.name, part.outcome)
         form = log_format
         if form is None or not access_log.isEnabledFor(logging.INFO):
             return
         if form == "json":
-            json_access_log.info(json.dumps({
+            line = {
                 "ts": _now(), "event": "access", "rid": outcome.request_id, "method": outcome.method,
                 "route": outcome.route or None, "upstream": outcome.upstream or None, "status": outcome.status,
                 "attempts": outcome.attempts, "ms": round(outcome.duration_s * 1000, 1),
                 "fallback": outcome.fallback_reason, "reason": outcome.reason,
-            }))
+            }
+            if outcome.parts:
+                line["parts"] = {part.name: {
+                    "upstream": part.upstream, "outcome": part.outcome, "status": part.status,
+                    "attempts": part.attempts, "ms": round(part.duration_s * 1000, 1),
+                } for part in outcome.parts}
+            json_access_log.info(json.dumps(line))
         else:
             access_log.info(
-                "access rid=%s method=%s route=%s upstream=%s status=%d attempts=%d ms=%.1f%s%s",
+                "access rid=%s method=%s route=%s upstream=%s status=%d attempts=%d ms=%.1f%s%s%s",
                 outcome.request_id, outcome.method, outcome.route or "-", outcome.upstream or "-", outcome.status,
                 outcome.attempts, outcome.duration_s * 1000,
                 f" fallback={outcome.fallback_reason}" if outcome.fallback_reason else "",
                 f" reason={outcome.reason}" if outcome.reason else "",
+                " parts=" + ",".join(f"{part.name}:{part.outcome}:{part.duration_s * 1000:.1f}ms"
+                                     for part in outcome.parts) if outcome.parts else "",
             )
 
     def listener_refusal(self, error: ProxyError, client: str | None) -> None:

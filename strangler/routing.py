@@ -65,7 +65,8 @@ def host_matches(route_host: str, request_host: str | None) -> bool:
 
 def route_matches(route: Route, request: RequestHead) -> bool:
     match = route.match
-    if not covers(match.path, request.path):
+    # A template's path holds '{', which no normalized path does, so a prefix route pays nothing more.
+    if not covers(match.path, request.path) and (match.template is None or match.template.match(request.path) is None):
         return False
     if match.methods is not None and request.method not in match.methods:
         return False

@@ -42,7 +42,7 @@ STRANGLER_LAYERS = [
                 "strangler.tunnel"}),
     ("runtime", {"strangler.runtime", "strangler.reload", "strangler.health", "strangler.recorder",
                  "strangler.lease"}),
-    ("pipeline", {"strangler.pipeline", "strangler.forwarder", "strangler.websocket"}),
+    ("pipeline", {"strangler.pipeline", "strangler.forwarder", "strangler.compose", "strangler.websocket"}),
     ("control plane", {"strangler.control"}),
     ("apps and command line", {"strangler.app", "strangler.protocol", "strangler.admin", "strangler.admin_guard",
                                "strangler.server", "strangler.workers", "strangler.explain", "strangler.operate",

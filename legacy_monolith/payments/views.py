@@ -11,17 +11,9 @@ from starlette.responses import Response
 from legacy_monolith import settings
 from legacy_monolith.payments import models
 from legacy_monolith.shortcuts import (
-    ApiError, database, idempotency_key, json_response, login_required, positive_int, read_json, render,
+    ApiError, database, idempotency_key, json_response, login_required, optional_int_param, positive_int, read_json,
+    render,
 )
-
-
-def _optional_int(request: Request, name: str) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise ApiError(400, "invalid", f"{name} must be an integer")
-    return int(raw)
 
 
 @login_required
@@ -31,7 +23,7 @@ async def payment_list(request: Request) -> Response:
 
 
 def api_payment_list(request: Request) -> Response:
-    payments = models.list_payments(database(request), order_id=_optional_int(request, "order_id"))
+    payments = models.list_payments(database(request), order_id=optional_int_param(request, "order_id"))
     return json_response({"count": len(payments), "payments": payments})
 
 

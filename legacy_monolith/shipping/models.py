@@ -35,9 +35,10 @@ class UnknownShipment(LookupError):
         super().__init__(f"No shipment with id {shipment_id}")
 
 
-def list_shipments(database: Database) -> list[Shipment]:
+def list_shipments(database: Database, *, order_id: int | None = None) -> list[Shipment]:
+    where, params = ("WHERE s.order_id = ?", (order_id,)) if order_id is not None else ("", ())
     with database.reading() as conn:
-        return [dict(row) for row in conn.execute(f"{_SHIPMENT} ORDER BY s.id")]
+        return [dict(row) for row in conn.execute(f"{_SHIPMENT} {where} ORDER BY s.id", params)]
 
 
 def get_shipment(database: Database, shipment_id: int) -> Shipment:

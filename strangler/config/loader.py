@@ -110,7 +110,7 @@ def _config(r: Reader, root: Node) -> Config:
         encoded_slash=defaults.encoded_slash,
         admin_token=sections.admin_token(r, fields["admin"], "admin") if "admin" in fields else None,
         state_dir=_state_dir(r, fields["state_dir"]) if "state_dir" in fields else default.state_dir,
-        warnings=tuple(routes.shadowing(r, read)),
+        warnings=(*r.warnings, *routes.shadowing(r, read)),
     )
 
 

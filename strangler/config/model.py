@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 # The policies are the resilience library's own values; routes carry them as they are.
 from resilience.policy import DEFAULT_RETRY_METHODS, BreakerPolicy, RetryPolicy  # noqa: F401 - re-exported
 
+if TYPE_CHECKING:
+    from .template import PartTarget, PathTemplate
+
 COHORT_COOKIE = "strangler_cohort"
 MAX_REPLAY_BODY_BYTES = 64 * 1024
+MAX_PART_BODY_BYTES = 1024 * 1024     # a composite part's answer body, by default
 
 StickyKind = Literal["cohort", "cookie", "header", "client-ip", "none"]
 # What a path with an encoded slash (%2F) gets: 400, or matched with %2F inside its segment and forwarded as sent.
@@ -77,6 +81,18 @@ class Match:
     methods: frozenset[str] | None = None           # None: any method
     headers: tuple[tuple[str, str], ...] = ()       # (lower-case name, exact value)
     host: str | None = None                         # lower-case, without port
+    template: PathTemplate | None = None            # when path has {name} segments (path is then its text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Part:
+    """One part of a composite route's answer: fetched with GET from `upstream` at `target`."""
+
+    name: str
+    upstream: str
+    target: PartTarget
+    required: bool = False
+    max_body_bytes: int = MAX_PART_BODY_BYTES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,6 +137,7 @@ class Route:
     max_body_bytes: int | None = None               # None: limits.max_body_bytes
     encoded_slash: EncodedSlash = "reject"          # its own paths.encoded_slash, else the top-level one
     ramp: Ramp | None = None
+    compose: tuple[Part, ...] = ()                  # a composite route's parts (its split is then empty)
     line: int = 0                                   # where the route starts in the file
 
     @property
@@ -128,7 +145,8 @@ class Route:
         names = [name for name, _ in self.split]
         if self.fallback and self.fallback not in names:
             names.append(self.fallback)
-        return tuple(names)
+        names.extend(part.upstream for part in self.compose)
+        return tuple(dict.fromkeys(names))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -78,6 +78,7 @@ class Reader:
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[Problem] = []
+        self.warnings: list[str] = []     # what is allowed but likely a mistake, formatted as problems are
 
     def problem(self, at: Node | tuple[int, int], path: str, message: str) -> None:
         line, col = (at.line, at.col) if isinstance(at, Node) else at
@@ -86,6 +87,9 @@ class Reader:
     def format(self, at: Node, path: str, message: str) -> str:
         """A warning, formatted exactly like a problem."""
         return str(Problem(self.source, at.line, at.col, path, message))
+
+    def warn(self, at: Node, path: str, message: str) -> None:
+        self.warnings.append(self.format(at, path, message))
 
     # -- containers -----------------------------------------------------------
 

@@ -6,13 +6,14 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from . import ramps, sections, values
+from . import compose, ramps, sections, values
 from .model import BreakerPolicy, EncodedSlash, Match, RetryPolicy, Route, Sticky
 from .reader import Fields, Reader, join
 from .source import Node
+from .template import parse_path_template
 
 ROUTE_KEYS = ("name", "match", "split", "to", "fallback", "sticky", "strip_prefix", "timeout",
-              "retry", "circuit_breaker", "max_body_size", "ramp", "paths")
+              "retry", "circuit_breaker", "max_body_size", "ramp", "compose", "paths")
 MATCH_KEYS = ("path", "methods", "headers", "host")
 BUCKETS_PER_PERCENT = 100  # 10,000 buckets: a split can say 0.01% and no finer
 
@@ -60,7 +61,11 @@ def _route(r: Reader, node: Node, path: str, known: Mapping[str, object], defaul
         first_line.setdefault(name, name_node.line)
     match_node = r.require(fields, "match", node, path)
     match = _match(r, match_node, join(path, "match")) if match_node else None
-    split = _split_or_to(r, fields, node, path, known)
+    if "compose" in fields:
+        parts = compose.parts(r, fields, path, match, lambda at, where: upstream_ref(r, at, where, known))
+        split: tuple[tuple[str, float], ...] | None = () if parts is not None else None
+    else:
+        parts, split = (), _split_or_to(r, fields, node, path, known)
     route: dict[str, object] = {
         "sticky": defaults.sticky,
         "retry": sections.retry(r, fields["retry"], join(path, "retry"), defaults.retry)
@@ -76,16 +81,19 @@ def _route(r: Reader, node: Node, path: str, known: Mapping[str, object], defaul
         route["sticky"] = r.text(fields["sticky"], join(path, "sticky"), values.sticky)
     if "strip_prefix" in fields:
         route["strip_prefix"] = r.boolean(fields["strip_prefix"], join(path, "strip_prefix"))
+        if match is not None and match.template is not None:
+            r.problem(fields.key_nodes["strip_prefix"], join(path, "strip_prefix"),
+                      "strip_prefix needs a plain path prefix, not a template")
     if "timeout" in fields:
         route["timeout_s"] = r.value(fields["timeout"], join(path, "timeout"), values.duration)
     if "max_body_size" in fields:
         route["max_body_bytes"] = r.value(fields["max_body_size"], join(path, "max_body_size"), values.size)
-    if "ramp" in fields:
+    if "ramp" in fields and "compose" not in fields:
         route["ramp"] = ramps.ramp(r, fields["ramp"], fields.key_nodes["ramp"], join(path, "ramp"), split=split,
                                    legacy=legacy, has_shadow="shadow" in fields)
-    if name is None or match is None or split is None or None in route.values():
+    if name is None or match is None or split is None or parts is None or None in route.values():
         return None
-    return Route(name=name, match=match, split=split, line=node.line, **route)  # type: ignore[arg-type]
+    return Route(name=name, match=match, split=split, compose=parts, line=node.line, **route)  # type: ignore[arg-type]
 
 
 def _match(r: Reader, node: Node, path: str) -> Match | None:
@@ -93,8 +101,13 @@ def _match(r: Reader, node: Node, path: str) -> Match | None:
     if fields is None:
         return None
     path_node = r.require(fields, "path", node, path)
-    prefix = r.text(path_node, join(path, "path"), values.route_path) if path_node else None
     match: dict[str, object] = {}
+    prefix = None
+    if path_node is not None and path_node.kind == "scalar" and "{" in path_node.text:
+        template = match["template"] = r.text(path_node, join(path, "path"), parse_path_template)
+        prefix = template.text if template is not None else None
+    elif path_node is not None:
+        prefix = r.text(path_node, join(path, "path"), values.route_path)
     if "methods" in fields:
         match["methods"] = methods = sections.methods(r, fields["methods"], join(path, "methods"))
         if methods == frozenset():
@@ -202,7 +215,13 @@ def shadowing(r: Reader, read: list[ReadRoute]) -> list[str]:
 
 def _covers(first: Match, then: Match) -> bool:
     """True when every request `then` matches is matched by `first` too."""
-    prefix = first.path == "/" or then.path == first.path or then.path.startswith(first.path + "/")
+    # A template matches whole paths: it covers the same template only. Every path a template
+    # matches lies under its literal prefix.
+    then_path = then.template.prefix if then.template is not None else then.path
+    if first.template is not None:
+        prefix = then.path == first.path
+    else:
+        prefix = first.path == "/" or then_path == first.path or then_path.startswith(first.path + "/")
     methods = first.methods is None or (then.methods is not None and first.methods >= then.methods)
     headers = set(first.headers) <= set(then.headers)
     host = first.host is None or first.host == then.host

@@ -144,14 +144,19 @@ def url(text: str) -> str:
     return f"{parts.scheme}://{hostname}:{port}"
 
 
-def route_path(text: str) -> str:
-    """A path prefix in the form request paths take after normalization."""
+def check_path(text: str) -> None:
+    """ValueError unless `text` starts with '/' and holds no '?', '#', backslash or '//'."""
     if not text.startswith("/"):
         raise ValueError(f"path must start with '/', found '{text}'")
     for bad, what in (("?", "'?'"), ("#", "'#'"), ("\\", "a backslash"), ("//", "'//'")):
         if bad in text:
             raise ValueError(f"path must not contain {what}, found '{text}'")
-    segments = [_normalize_segment(segment, text) for segment in text.split("/")[1:]]
+
+
+def route_path(text: str) -> str:
+    """A path prefix in the form request paths take after normalization."""
+    check_path(text)
+    segments = [normalize_segment(segment, text) for segment in text.split("/")[1:]]
     if any(segment in (".", "..") for segment in segments):
         raise ValueError(f"path must not contain '.' or '..' segments, found '{text}'")
     path = "/" + "/".join(segments)
@@ -159,7 +164,7 @@ def route_path(text: str) -> str:
     return path.rstrip("/") or "/"
 
 
-def _normalize_segment(segment: str, whole: str) -> str:
+def normalize_segment(segment: str, whole: str) -> str:
     # Requests are matched after their path is normalized (unreserved escapes
     # decoded, other escapes upper-cased, other bytes encoded), so a prefix
     # written any other way would never match.

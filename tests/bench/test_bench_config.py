@@ -99,3 +99,17 @@ def test_upload_probe_body_matches_the_wrk_post_body():
     script = run.harness.post_script()
     assert len(run.harness.UPLOAD_BODY) == 64 * 1024
     assert f"string.rep(table.concat(parts), {64 * 1024 // 256})" in script
+
+
+def test_the_composite_route_of_s5_has_its_parts_on_the_origin_after_the_other_routes():
+    """S5's route composes the parts the gate checks, each from the origin's /small; S1-S4's requests
+    never walk past it (it comes after their routes)."""
+    config = loader.load_config(BENCH_DIR / "strangler.yaml")
+    names = [route.name for route in config.routes]
+    composite = next(route for route in config.routes if route.compose)
+    assert composite.match.template.match(run.COMPOSITE_PATH) is not None
+    assert tuple(part.name for part in composite.compose) == run.COMPOSITE_PARTS
+    assert all(part.target.fill({"id": "7"}).startswith("/small?") for part in composite.compose)
+    served = [names.index(next(r.name for r in config.routes if r.match.path == path))
+              for path in ("/small", "/large", "/upload")]
+    assert names.index(composite.name) > max(served)

@@ -201,6 +201,21 @@ routes:
 """
 
 
+async def outcome(task: asyncio.Future[Answer], cancel_after: int | None = None) -> Answer | None:
+    """The request's answer; with `cancel_after`, it is cancelled after that many turns of the loop
+    (on whichever await comes next), and None when the cancellation came first."""
+    if cancel_after is not None:
+        for _ in range(cancel_after):
+            if task.done():
+                break
+            await asyncio.sleep(0)
+        task.cancel()
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return None
+
+
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
@@ -374,16 +389,7 @@ def test_every_slot_and_permit_is_given_back_exactly_once(tmp_path, new_steps, l
                                        upstream_timeout="40ms"), fake, FakeClock())
             task = asyncio.ensure_future(p.request(method, "/x", b"body" if method == "POST" else b"",
                                                    gone_after_chunks=1 if client == "goes-mid-body" else None))
-            if client == "cancelled":
-                for _ in range(cancel_after):      # the cancellation lands on whichever await comes next
-                    if task.done():
-                        break
-                    await asyncio.sleep(0)
-                task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await outcome(task, cancel_after if client == "cancelled" else None)
             await settle()
             p.assert_everything_given_back()
             await p.holder.close()

@@ -34,8 +34,9 @@ SHIPPED_CONFIG = REPO / "config" / "routes.yaml"
 
 
 class Playground:
-    def __init__(self, proxy: ProxyProcess, direct: dict[str, str], data_dir: Path) -> None:
-        self.proxy, self.direct, self.data_dir = proxy, direct, data_dir
+    def __init__(self, proxy: ProxyProcess, servers: dict[str, ThreadedServer], data_dir: Path) -> None:
+        self.proxy, self.servers, self.data_dir = proxy, servers, data_dir
+        self.direct = {name: server.url for name, server in servers.items()}
 
     def browser(self) -> httpx.Client:
         return httpx.Client(base_url=self.proxy.url, timeout=10)
@@ -57,7 +58,7 @@ def playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playground]
     config_path.write_text(config)
     proxy = ProxyProcess(config_path).start()
     try:
-        yield Playground(proxy, {name: server.url for name, server in servers.items()}, data_dir)
+        yield Playground(proxy, servers, data_dir)
     finally:
         proxy.terminate()
         for server in servers.values():

@@ -134,3 +134,24 @@ routes:
     assert ("(client address, from X-Forwarded-For through trusted proxy 10.1.2.3) -> "
             f"bucket {bucket}") in proxied.getvalue()
     assert main(["explain", str(path), "GET", "/", "--client-ip", "192.0.2.7"]) == 0
+
+
+def test_a_template_route_shows_its_captures_and_each_parts_target(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text(CONFIG.replace("routes:\n", """routes:
+  - name: summary
+    match: {path: "/api/summary/{id}"}
+    timeout: 800ms
+    compose:
+      order: {upstream: orders, path: "/api/orders/{id}/", required: true}
+      payment: {upstream: legacy, path: "/api/payments/?order_id={id}"}
+""", 1))
+    code, text = explain(str(path), "GET", "/api/summary/a%3Bb")
+    assert code == 0
+    assert "path fits /api/summary/{id}" in text
+    assert "captures: id='a;b'" in text
+    assert "composite: 2 parts fetched at once with GET, answered as one JSON object within 0.8s" in text
+    assert "part order: orders GET /api/orders/a%3Bb/ (required: its failure fails the whole)" in text
+    assert "part payment: legacy GET /api/payments/?order_id=a%3Bb (optional: null when it fails)" in text
+    _, text = explain(str(path), "GET", "/api/summary/7/lines")
+    assert "routes[0] summary: no (path does not fit /api/summary/{id})" in text
