@@ -332,6 +332,7 @@ ORIGIN_SERVER = """\
         listen 127.0.0.1:{port} backlog=4096;
         root {root};
         location = /small {{ default_type application/json; }}
+        location = /shadowed {{ default_type application/json; alias {root}/small; }}   # S5: /small by another name
         location = /large {{ default_type application/octet-stream; }}
         # POST /upload: the mirror module reads the whole body before the content phase, then the
         # static handler's 405 for POST becomes a 200 with the file. So the answer comes only after

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/run.py [--quick] [--duration S] [--warmup S] [--rounds N]
 
-Origin: nginx (one worker) serving /small (1 KiB JSON), /large (10 MiB) and POST /upload.
+Origin: nginx (one worker) serving /small (1 KiB JSON), /large (10 MiB) and POST /upload; for S6
+(S1 with shadow traffic, strangler alone) a second one receives the copies.
 Contenders: direct to the origin (the limit), nginx as a reverse proxy (keep-alive upstream),
 asgiproxy (PyPI) and strangler with bench/strangler.yaml, each with one worker; S5, a composite
 route of three parts, is strangler's alone. The proxy runs
@@ -35,6 +36,7 @@ from harness import Answer, Processes, Started, WrkResult, answer_problems, fmt,
 
 CONFIG = harness.BENCH_DIR / "strangler.yaml"
 CONFIG_ORIGIN = "127.0.0.1:18080"      # the origin address written in bench/strangler.yaml
+CONFIG_SHADOW_ORIGIN = "127.0.0.1:18081"   # and the second origin's, S6's shadow upstream
 MIB = 1024 * 1024
 
 
@@ -46,7 +48,8 @@ class Scenario:
     path: str
     connections: int
     per_mib: bool = False      # throughput in MiB/s rather than requests/s
-    only: str | None = None    # the one contender that can run it
+    only: str | None = None            # the one contender that can run it
+    baseline: str | None = None        # the scenario it is judged against, for the same contender
 
 
 # S5's route (bench/strangler.yaml): three parts, each a GET of /small, as one JSON object.
@@ -60,6 +63,8 @@ SCENARIOS = (
     Scenario("S4", "GET /large (10 MiB), 4 connections", "GET", "/large", 4, per_mib=True),
     Scenario("S5", f"GET {COMPOSITE_PATH}: a composite of {len(COMPOSITE_PARTS)} parts of /small, 64 connections",
              "GET", COMPOSITE_PATH, 64, only="strangler"),
+    Scenario("S6", "S1 with shadow: {percent: 10} to a second origin, 64 connections", "GET", "/shadowed", 64,
+             only="strangler", baseline="S1"),
 )
 CONTENDERS = ("direct", "nginx", "asgiproxy", "strangler")
 
@@ -89,10 +94,12 @@ class Contender:
         return ordered[(len(ordered) - 1) // 2]
 
 
-def config_for_origin(text: str, origin_port: int) -> str:
-    """bench/strangler.yaml with its upstreams pointed at the origin's actual port."""
+def config_for_origin(text: str, origin_port: int, shadow_origin_port: int | None = None) -> str:
+    """bench/strangler.yaml with its upstreams pointed at the origins' actual ports (the shadow
+    upstream at the one origin when no second one runs)."""
     if CONFIG_ORIGIN not in text:
         raise ValueError(f"{CONFIG.name} names no upstream at {CONFIG_ORIGIN}")
+    text = text.replace(CONFIG_SHADOW_ORIGIN, f"127.0.0.1:{shadow_origin_port or origin_port}")
     return text.replace(CONFIG_ORIGIN, f"127.0.0.1:{origin_port}")
 
 
@@ -126,9 +133,9 @@ def strangler_command() -> list[str]:
 
 
 def start_strangler(processes: Processes, workdir: Path, origin_port: int, cpus: str, workers: int = 1,
-                    name: str = "strangler") -> tuple[Started, int, int]:
+                    name: str = "strangler", shadow_origin_port: int | None = None) -> tuple[Started, int, int]:
     config = workdir / f"{name}.yaml"
-    config.write_text(config_for_origin(CONFIG.read_text(), origin_port))
+    config.write_text(config_for_origin(CONFIG.read_text(), origin_port, shadow_origin_port))
     port, admin_port = harness.free_port(), harness.free_port()
     argv = [*strangler_command(), "run", "--config", str(config), "--port", str(port), "--admin-port",
             str(admin_port), "--workers", str(workers), "--log-level", "warning"]
@@ -162,10 +169,13 @@ def composite_problems(port: int, small: bytes) -> list[str]:
 # --- measuring -------------------------------------------------------------------------------------
 
 def measure(contender: Contender, scenario: Scenario, scripts: dict[str, Path], wrk: str, args: argparse.Namespace,
-            origin_pid: int) -> None:
+            origin_pid: int, shadow_origin_pid: int | None = None) -> None:
     url = f"http://127.0.0.1:{contender.port}{scenario.path}"
-    # Watched: the origin, then the proxy (if any), so their CPU use is told apart from the rest.
+    # Watched: the origin, then the proxy (if any), so their CPU use is told apart from the rest; the
+    # second origin (S6) last, so that its work is not taken for other load.
     watch = (origin_pid,) + ((contender.process.pid,) if contender.process is not None else ())
+    if shadow_origin_pid is not None and contender.process is not None:
+        watch += (shadow_origin_pid,)
     script = scripts[scenario.method]
     log(f"{scenario.key} {contender.name}: {scenario.method} {scenario.path} at {scenario.connections} connections")
     try:
@@ -184,8 +194,9 @@ def measure(contender: Contender, scenario: Scenario, scripts: dict[str, Path], 
     contender.results.setdefault(scenario.key, []).append(result)
 
 
-def strangler_traffic(admin_port: int) -> dict[tuple[str, str, str], float]:
-    """strangler_requests_total by (route, upstream, code), from the admin listener."""
+def strangler_traffic(admin_port: int, family: str = "strangler_requests_total",
+                      labels: tuple[str, str, str] = ("route", "upstream", "code")) -> dict[tuple[str, str, str], float]:
+    """A counter by three of its labels (strangler_requests_total by route, upstream, code), from the admin listener."""
     connection = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=10)
     try:
         connection.request("GET", "/metrics")
@@ -194,11 +205,11 @@ def strangler_traffic(admin_port: int) -> dict[tuple[str, str, str], float]:
         connection.close()
     counts: dict[tuple[str, str, str], float] = {}
     for line in text.splitlines():
-        if not line.startswith("strangler_requests_total{"):
+        if not line.startswith(family + "{"):
             continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-        key = (labels.get("route", ""), labels.get("upstream", ""), labels.get("code", ""))
-        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        key = tuple(found.get(name, "") for name in labels)
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])   # type: ignore[index]
     return counts
 
 
@@ -282,11 +293,14 @@ def _cpu_set(cpus: str) -> set[int]:
 # --- the report ------------------------------------------------------------------------------------
 
 TARGETS = ("S1 and S3 >= 1.0x asgiproxy req/s (aim 1.5x); S2 p99 <= 2x nginx; S4 >= 0.9x nginx MiB/s; peak RSS < 80 MiB; "
-           "S5's CPU per composite answer reported against 3 x S1's per request")
+           "S5's CPU per composite answer reported against 3 x S1's per request; "
+           "S6 (S1 with shadow) CPU per client request <= 1.15x S1's, p99 <= 1.10x S1's")
+SHADOW_CPU_LIMIT, SHADOW_P99_LIMIT = 1.15, 1.10
 
 
 def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traffic: dict | None,
-           args: argparse.Namespace, tools: dict[str, str], started_at: datetime.datetime) -> str:
+           args: argparse.Namespace, tools: dict[str, str], started_at: datetime.datetime,
+           shadow_counts: dict | None = None) -> str:
     lines = [
         f"# strangler benchmark, {started_at.strftime('%Y-%m-%d %H:%M')}",
         "",
@@ -335,6 +349,7 @@ def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traf
                                   "p99 vs nginx", "proxy CPU", "CPU µs/req", "CPU/req vs asgiproxy",
                                   "other load"], rows), ""]
 
+    lines += _against_baselines(contenders.get("strangler"), shadow_counts)
     lines += ["## Peak RSS of the proxy after S4", ""]
     rows = [[c.name, "-" if c.peak_rss_bytes is None else fmt(c.peak_rss_bytes / MIB, 1)]
             for c in contenders.values() if c.name != "direct"]
@@ -426,9 +441,35 @@ def _p99(contender: Contender | None, scenario: Scenario) -> float | None:
     return result.p99_ms if result else None
 
 
+def _against_baselines(strangler: Contender | None, shadow_counts: dict | None) -> list[str]:
+    """S6 against S1 for strangler: what shadow traffic costs the client's requests."""
+    rows = []
+    for scenario in (s for s in SCENARIOS if s.baseline):
+        base = next(s for s in SCENARIOS if s.key == scenario.baseline)
+        mine, theirs = (strangler.result(scenario), strangler.result(base)) if strangler else (None, None)
+        if mine is None or theirs is None:
+            continue
+        for label, result in ((base.key, theirs), (scenario.key, mine)):
+            rows.append([label, fmt(result.requests_per_s), fmt(result.p99_ms, 2),
+                         fmt(result.proxy_cpu_us_per_request), _cpu_share(result, proxy=False)])
+        rows.append([f"{scenario.key} / {base.key}", ratio(mine.requests_per_s, theirs.requests_per_s),
+                     ratio(mine.p99_ms, theirs.p99_ms),
+                     ratio(mine.proxy_cpu_us_per_request, theirs.proxy_cpu_us_per_request), ""])
+    if not rows:
+        return []
+    lines = ["## Shadow traffic: S6 against S1, strangler", "",
+             "The same requests; in S6 a tenth of them are also copied to a second origin and the answers "
+             "compared. `CPU µs/req` is per client request, the copies' work included.", "",
+             markdown_table(["scenario", "req/s", "p99 ms", "CPU µs/req", "other load"], rows), ""]
+    if shadow_counts:
+        found = ", ".join(f"{result} {fmt(count)}" for (_, _, result), count in sorted(shadow_counts.items()))
+        lines += [f"Copies, from strangler's `strangler_shadow_requests_total` over the run: {found}.", ""]
+    return lines
+
+
 def _verdicts(contenders: dict[str, Contender], scaling: WorkerScaling | None) -> list[list[str]]:
     strangler = contenders.get("strangler")
-    s1, s2, s3, s4, s5 = SCENARIOS
+    s1, s2, s3, s4, s5, s6 = SCENARIOS
 
     def compare(scenario: Scenario, peer: str) -> float | None:
         mine, theirs = _throughput(strangler, scenario), _throughput(contenders.get(peer), scenario)
@@ -455,6 +496,14 @@ def _verdicts(contenders: dict[str, Contender], scaling: WorkerScaling | None) -
                  "-" if not (composite and plain) else
                  f"{ratio(composite, parts * plain)} ({fmt(composite)} µs vs {parts} x {fmt(plain)} µs)",
                  "reported" if composite and plain else "not measured"])
+    shadowed, plain = (strangler.result(s6), strangler.result(s1)) if strangler else (None, None)
+    if shadowed and plain:
+        value = _ratio_of(shadowed.proxy_cpu_us_per_request, plain.proxy_cpu_us_per_request)
+        rows.append([f"S6 CPU per client request <= {SHADOW_CPU_LIMIT:.2f}x S1", ratio(value, 1),
+                     verdict(value, value is not None and value <= SHADOW_CPU_LIMIT)])
+        value = _ratio_of(shadowed.p99_ms, plain.p99_ms)
+        rows.append([f"S6 p99 <= {SHADOW_P99_LIMIT:.2f}x S1", ratio(value, 1),
+                     verdict(value, value is not None and value <= SHADOW_P99_LIMIT)])
     rss = strangler.peak_rss_bytes / MIB if strangler and strangler.peak_rss_bytes else None
     rows.append(["peak RSS < 80 MiB", "-" if rss is None else f"{rss:.1f} MiB", verdict(rss, (rss or 1e9) < 80)])
     if scaling is not None:
@@ -466,6 +515,10 @@ def _verdicts(contenders: dict[str, Contender], scaling: WorkerScaling | None) -
             rows.append(["--workers 2 S1 per proxy CPU >= 0.8x", ratio(value, 1),
                          scaling.failure and f"failed: {scaling.failure}" or verdict(value, (value or 0) >= 0.8)])
     return rows
+
+
+def _ratio_of(mine: float | None, theirs: float | None) -> float | None:
+    return mine / theirs if mine and theirs else None
 
 
 def _git_commit() -> str:
@@ -508,6 +561,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _measuring_order(keys: list[str]) -> list[list[Scenario]]:
+    """The chosen scenarios in order, each with the one it is judged against when that runs too."""
+    chosen = [s for s in SCENARIOS if s.key in keys]
+    baselines = {s.baseline for s in chosen if s.baseline in keys}
+    by_key = {s.key: s for s in SCENARIOS}
+    return [[by_key[s.baseline], s] if s.baseline in keys else [s] for s in chosen if s.key not in baselines]
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -524,12 +585,15 @@ def main(argv: list[str] | None = None) -> int:
         ("direct", "wrk straight to the origin: the limit"),
         ("nginx", "nginx reverse proxy, one worker, keep-alive upstream"),
         ("asgiproxy", "asgiproxy 0.2.0 (aiohttp client) on uvicorn, httptools + uvloop"),
-        ("strangler", "`strangler run --config bench/strangler.yaml`: 8 routes, 50/50 split with sticky "
-                      "cohort, fallback, breaker, retry, health checks, metrics"),
+        ("strangler", "`strangler run --config bench/strangler.yaml`: 9 routes, 50/50 split with sticky "
+                      "cohort, fallback, breaker, retry, health checks, metrics (S6: and shadow traffic)"),
     ) if name in wanted}
     scaling = None
     traffic = None
+    shadow_counts = None
     strangler_admin = None
+    shadow_origin: Started | None = None
+    shadow_origin_port: int | None = None
     try:
         harness.write_origin_files(workdir / "root")
         origin_port = harness.free_port()
@@ -538,6 +602,15 @@ def main(argv: list[str] | None = None) -> int:
         harness.make_world_readable(workdir)
         origin = processes.start("origin", harness.nginx_argv(tools["nginx"], conf), cpus=args.load_cpus)
         harness.wait_until_serving(origin, origin_port, "/small")
+        if "S6" in args.scenarios.split(",") and "strangler" in wanted:
+            # The copies' upstream: the same files, served by an origin of its own.
+            shadow_origin_port = harness.free_port()
+            conf = harness.write_nginx_conf(workdir / "shadow-origin", harness.ORIGIN_SERVER.format(
+                port=shadow_origin_port, root=workdir / "root"))
+            harness.make_world_readable(workdir)
+            shadow_origin = processes.start("shadow-origin", harness.nginx_argv(tools["nginx"], conf),
+                                            cpus=args.load_cpus)
+            harness.wait_until_serving(shadow_origin, shadow_origin_port, "/shadowed")
         expected = {probe: answers[0] for probe, answers in harness.fetch_probes(origin_port).items()}
         small = (workdir / "root" / "small").read_bytes()
         scripts = {"GET": workdir / "get.lua", "POST": workdir / "post.lua"}
@@ -556,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
                         processes, harness.ensure_peers_venv(), origin_port, args.proxy_cpus)
                 else:
                     contender.process, contender.port, strangler_admin = start_strangler(
-                        processes, workdir, origin_port, args.proxy_cpus)
+                        processes, workdir, origin_port, args.proxy_cpus, shadow_origin_port=shadow_origin_port)
                 if contender.process is not None:
                     harness.wait_until_serving(contender.process, contender.port, "/small", timeout_s=30)
                 verify(contender, expected, small if name == "strangler" else None)
@@ -568,12 +641,15 @@ def main(argv: list[str] | None = None) -> int:
                     processes.stop(contender.process)
 
         running = [c for c in contenders.values() if c.ok]
-        # Scenario by scenario, contender after contender: drift on a noisy machine hits all alike.
-        for scenario in (s for s in SCENARIOS if s.key in args.scenarios.split(",")):
+        # Scenario by scenario, contender after contender: drift on a noisy machine hits all alike. A
+        # scenario judged against another (S6 against S1) is measured in turns with it, round by round.
+        for group in _measuring_order(args.scenarios.split(",")):
             for _ in range(args.rounds):
-                for contender in running:
-                    if scenario.only is None or contender.name == scenario.only:
-                        measure(contender, scenario, scripts, tools["wrk"], args, origin.pid)
+                for scenario in group:
+                    for contender in running:
+                        if scenario.only is None or contender.name == scenario.only:
+                            measure(contender, scenario, scripts, tools["wrk"], args, origin.pid,
+                                    shadow_origin.pid if shadow_origin is not None and scenario.baseline else None)
         for contender in running:
             if contender.process is not None:
                 contender.peak_rss_bytes = harness.peak_rss_bytes(contender.process.pid)
@@ -581,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         if strangler is not None and strangler.ok and strangler_admin is not None:
             try:
                 traffic = strangler_traffic(strangler_admin)
+                shadow_counts = strangler_traffic(strangler_admin, "strangler_shadow_requests_total",
+                                                  ("route", "shadow", "result"))
             except OSError as exc:
                 log(f"strangler metrics: {exc}")
             if not args.no_workers:
@@ -596,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
                 contender.log_problems = log_problems(contender.process.log_path)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    report = render(contenders, scaling, traffic, args, tools, started_at)
+    report = render(contenders, scaling, traffic, args, tools, started_at, shadow_counts)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / f"{started_at.strftime('%Y-%m-%d-%H%M')}.md").write_text(report)
     (args.results_dir / "latest.md").write_text(report)

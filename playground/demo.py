@@ -185,7 +185,7 @@ def _banner(config: Config, config_path: str, children: list[Child], data_dir: P
     proxy, admin = _origin(config.listen), _origin(config.admin)
     orders, legacy = _child_url(children, "orders"), _child_url(children, "legacy")
     lines = ["", "strangler demo is up.", f"  {'proxy':<10} {proxy}   <- send requests here",
-             f"  {'admin':<10} {admin}   (/routes, /metrics, /health/ready)"]
+             f"  {'admin':<10} {admin}   (/routes, /shadow, /metrics, /health/ready)"]
     lines += [f"  {c.name:<10} {c.url}   ({PROGRAMS[c.name]})" for c in children if c.name in PROGRAMS]
     lines += [
         f"  data and logs in {data_dir}",
@@ -206,6 +206,7 @@ def _banner(config: Config, config_path: str, children: list[Child], data_dir: P
         f"  curl -si {proxy}/orders                                  # redirect Location points at the proxy",
         f"  curl -s {proxy}/api/order-summary/1                      # one answer from orders, payments and legacy",
         f"  curl -s {admin}/routes",
+        f"  curl -s {admin}/shadow                        # legacy's order reads compared with orders_service's",
         f"  curl -s {admin}/metrics | grep strangler_requests_total",
         f"  open {proxy}/accounts/login/   (alice@example.com / wonderland, staff: bob@example.com / canwefixit)",
         "",

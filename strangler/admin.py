@@ -18,6 +18,7 @@ from .control.api import control_routes
 from .control.controller import Controller
 from .reload import ConfigHolder
 from .runtime import Runtime
+from .shadow_state import compared_of, match_rate
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -82,6 +83,25 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
     }
 
 
+def shadow_document(runtime: Runtime, across_workers: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+    """Each shadowed route: counts, match rate, the fields that differ most (latest mismatches: /samples).
+
+    With workers, each one compares its own copies: the counts are added up from the metrics,
+    and fields and samples stay in the workers.
+    """
+    routes = {}
+    for name, route_rt in runtime.routes.items():
+        if route_rt.shadow is None:
+            continue
+        found = route_rt.shadow.document()
+        if across_workers is not None:
+            counts = {result: across_workers.get(name, {}).get(result, 0) for result in found["counts"]}
+            found.update(counts=counts, compared=compared_of(counts), match_rate=match_rate(counts),
+                         across_workers=True)
+        routes[name] = found
+    return {"version": runtime.config.sha256, "routes": routes}
+
+
 def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None = None,
                      workers: bool = False, controller: Controller | None = None,
                      bound_host: str = "127.0.0.1") -> AdminGuard:
@@ -117,6 +137,21 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
         worker_breakers = holder.metrics.breaker_states_across_workers() if workers else None
         return JSONResponse(routes_document(runtime, worker_breakers))
 
+    async def shadow(request: Request) -> Response:
+        runtime = holder.runtime
+        if runtime is None:
+            return JSONResponse({"error": "no config loaded"}, status_code=503)
+        return JSONResponse(shadow_document(runtime, holder.metrics.shadow_counts_across_workers() if workers else None))
+
+    async def shadow_samples(request: Request) -> Response:
+        runtime = holder.runtime
+        name = request.path_params["route"]
+        route_rt = runtime.routes.get(name) if runtime is not None else None
+        if route_rt is None or route_rt.shadow is None:
+            return JSONResponse({"error": f"no route named {name!r} with a shadow"}, status_code=404)
+        return JSONResponse({"route": name, "shadow": route_rt.shadow.policy.upstream,
+                             "samples": list(reversed(route_rt.shadow.samples))})
+
     async def reload(request: Request) -> Response:
         try:
             runtime = holder.reload()
@@ -135,6 +170,8 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
         Route("/health/ready", ready),
         Route("/routes", routes),
         Route("/reload", reload, methods=["POST"]),
+        Route("/shadow", shadow),
+        Route("/shadow/{route}/samples", shadow_samples),
         *(control_routes(controller) if controller is not None else ()),
     ])
     return AdminGuard(app, lambda: admin_token(holder.runtime.config if holder.runtime else None), bound_host)

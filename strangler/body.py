@@ -46,6 +46,15 @@ class RequestBody:
         length = self._framing.content_length
         return length is not None and length <= MAX_REPLAY_BODY_BYTES
 
+    @property
+    def kept(self) -> bytes | None:
+        """The whole body when it was read and kept (b"" when there is none); None while it streams."""
+        if not self._framing.has_body:
+            return b""
+        if self._complete and self._kept is not None:
+            return b"".join(self._kept)
+        return None
+
     async def read_small(self) -> None:
         """Read a small body whole before the first attempt: one write upstream, always replayable."""
         async for _ in self._stream():

@@ -92,7 +92,8 @@ def _check(path: str) -> int:
 
 
 def routing_table(config: Config) -> str:
-    rows = [("ROUTE", "MATCH", "SPLIT", "FALLBACK", "STICKY")]
+    shadows = any(route.shadow is not None for route in config.routes)
+    rows = [("ROUTE", "MATCH", "SPLIT", "FALLBACK", "STICKY") + (("SHADOW",) if shadows else ())]
     for route in config.routes:
         match = route.match
         parts = [",".join(sorted(match.methods)) if match.methods else "*", match.path]
@@ -101,8 +102,12 @@ def routing_table(config: Config) -> str:
         parts.extend(f"{name}={value}" for name, value in match.headers)
         split = ", ".join(f"{name} {percent:g}%" for name, percent in route.split) or "compose: " + ", ".join(
             f"{part.name}={part.upstream}" + (" (required)" if part.required else "") for part in route.compose)
-        rows.append((route.name, " ".join(parts), split, route.fallback or "-",
-                     "-" if route.compose else route.sticky.describe()))
+        row = (route.name, " ".join(parts), split, route.fallback or "-",
+               "-" if route.compose else route.sticky.describe())
+        if shadows:
+            copy = route.shadow
+            row += (f"{copy.upstream} {copy.percent:g}% of {','.join(sorted(copy.methods))}" if copy else "-",)
+        rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 

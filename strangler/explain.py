@@ -101,8 +101,10 @@ def _explain_route(say, config: Config, index: int, route: Route, head: RequestH
         ranges.append(f"{name} {percent:g}% (buckets {start}-{bound - 1})")
         start = bound
     say("split: " + ", ".join(ranges) + f" of {BUCKETS}")
+    chosen: str | None = None           # None: placed at random
     if not table.is_split:
-        say(f"upstream: {table.upstreams[0]} (the only one with a share)")
+        chosen = table.upstreams[0]
+        say(f"upstream: {chosen} (the only one with a share)")
     else:
         sticky = route.sticky
         key, source = _key(sticky.kind, sticky.name, head, config, peer)
@@ -117,12 +119,30 @@ def _explain_route(say, config: Config, index: int, route: Route, head: RequestH
             say(f"sticky: {sticky.describe()}: {why} -> placed by weight at random{extra}")
         else:
             bucket = bucket_of(route.name, key)
-            say(f"sticky: {sticky.describe()} = {key!r} ({source}) -> bucket {bucket} -> {table.owner(bucket)}")
+            chosen = table.owner(bucket)
+            say(f"sticky: {sticky.describe()} = {key!r} ({source}) -> bucket {bucket} -> {chosen}")
     _say_upstreams(say, config, route)
     if route.fallback:
         say(f"fallback: {route.fallback}, when the chosen upstream's breaker is open or its bulkhead is full, or it "
             "failed and the request can be replayed")
+    if route.shadow is not None:
+        say(_shadow_line(config, route, head.method, chosen))
     return 0
+
+
+def _shadow_line(config: Config, route: Route, method: str, chosen: str | None) -> str:
+    copy = route.shadow
+    assert copy is not None
+    if method not in copy.methods:
+        return f"shadow: not copied ({method} is not in shadow.methods: {', '.join(sorted(copy.methods))})"
+    if chosen == copy.upstream:
+        return f"shadow: not copied ({copy.upstream} answers this request itself)"
+    if copy.percent <= 0:
+        return "shadow: not copied (shadow.percent is 0)"
+    share = "always" if copy.percent >= 100 else f"sampled at random, {copy.percent:g}% of the time"
+    unless = f", unless {copy.upstream} answers it itself" if chosen is None else ""
+    return (f"shadow: a copy goes to {copy.upstream}={config.upstream(copy.upstream).url} ({share}{unless}), "
+            "marked X-Strangler-Shadow: 1; its answer is compared with the client's, never sent")
 
 
 def _say_upstreams(say, config: Config, route: Route) -> None:

@@ -27,6 +27,9 @@ _PROXY_SET = frozenset({
 # proxies only; proxy-* is hop-by-hop.
 _DROPPED = _REFRAMED | HOP_BY_HOP | {b"proxy"}
 _PREFIXED = (b"x-forwarded-", b"proxy-")
+# The proxy's own fields (X-Strangler-Shadow marks a copy): never taken from a client.
+_OWN_PREFIX = b"x-strangler-"
+_SCREENED = (*_PREFIXED, _OWN_PREFIX)
 VIA = b"1.1 strangler"
 # RFC 9112 section 3.2, RFC 3986: uri-host [ ":" port ], uri-host a reg-name, IPv4 or [IPv6]. Two
 # things the reg-name grammar allows are left out, as no name or address needs them: ',' (X-Forwarded-Host
@@ -157,8 +160,8 @@ def upstream_request_headers(
         lower = name.lower()
         if lower in _DROPPED or lower in named:
             continue
-        if lower.startswith(_PREFIXED):         # one call for both prefixes: this loop runs for every field
-            if trusted_client and lower[0] == 0x78:    # x-forwarded-*; proxy-* is hop-by-hop
+        if lower.startswith(_SCREENED):         # one call for all prefixes: this loop runs for every field
+            if trusted_client and lower[2] == 0x66:    # x-forwarded-* ("f"); proxy-* is hop-by-hop, x-strangler-* ours
                 if lower == b"x-forwarded-for":
                     forwarded_for = value if forwarded_for is None else forwarded_for + b", " + value
                 elif lower == b"x-forwarded-proto":
@@ -196,7 +199,7 @@ def _spoofs_a_proxy_header(lower_name: bytes) -> bool:
     """True for `x_forwarded_for` and the like: WSGI and CGI servers read `_` as `-`, so the
     application would take it for the field the proxy sets or drops."""
     spelled = lower_name.replace(b"_", b"-")
-    return spelled in _PROXY_SET or spelled in _DROPPED or spelled.startswith((*_PREFIXED, b"x-strangler-"))
+    return spelled in _PROXY_SET or spelled in _DROPPED or spelled.startswith(_SCREENED)
 
 
 def _is_valid_host_list(value: bytes) -> bool:

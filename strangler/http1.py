@@ -355,6 +355,10 @@ class Connection(asyncio.Protocol):
             self.close()
         else:
             self.abort()
+        # Unread body bytes go now: the connection itself is freed only by the cycle collector (its
+        # parser refers back to it), which may run much later.
+        self._body.clear()
+        self._buffered = 0
         return False
 
     def park(self, now: float) -> None:

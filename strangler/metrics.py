@@ -70,7 +70,16 @@ class Metrics:
                                         "WebSocket tunnels ended, by why (tunnel.END_REASONS).",
                                         ["route", "upstream", "reason"], registry=r)
         # --- end of WebSocket tunnels ------------------------------------------------------------------
+        # --- shadow traffic (route `shadow:` blocks) ---------------------------------------------------
+        self.shadow_requests = Counter("strangler_shadow_requests_total",
+                                       "Copies of requests sent to a shadow upstream, by what the comparison found.",
+                                       ["route", "shadow", "result"], registry=r)
+        self.shadow_duration = Histogram("strangler_shadow_duration_seconds",
+                                         "Time from sending a copy to the shadow's whole answer (or its failure).",
+                                         ["route", "shadow"], buckets=DURATION_BUCKETS_S, registry=r)
+        # --- end of shadow traffic -------------------------------------------------------------------
         self.control = ControlMetrics(r)
+        self._shadow_cache: dict[tuple[str, str], ShadowMetrics] = {}
         self._requests_cache: dict[tuple[str, str, str, int], Counter] = {}
         self._pair_cache: dict[tuple[str, str], PairMetrics] = {}
         self._inflight_cache: dict[str, Gauge] = {}
@@ -86,6 +95,13 @@ class Metrics:
         found = self._pair_cache.get(key)
         if found is None:
             found = self._pair_cache[key] = PairMetrics(self, route, upstream)
+        return found
+
+    def shadow(self, route: str, shadow: str) -> "ShadowMetrics":
+        key = (route, shadow)
+        found = self._shadow_cache.get(key)
+        if found is None:
+            found = self._shadow_cache[key] = ShadowMetrics(self, route, shadow)
         return found
 
     def inflight_of(self, upstream: str) -> Gauge:
@@ -121,6 +137,24 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+    def shadow_counts_across_workers(self) -> dict[str, dict[str, int]]:
+        """With several workers, each compares its own copies: the results per route, added up."""
+        counts: dict[str, dict[str, int]] = {}
+        for sample in self._collect_across_workers("strangler_shadow_requests"):
+            if sample.name == "strangler_shadow_requests_total":
+                route = counts.setdefault(sample.labels["route"], {})
+                route[sample.labels["result"]] = route.get(sample.labels["result"], 0) + int(sample.value)
+        return counts
+
+    def _collect_across_workers(self, family_name: str) -> list:
+        directory = multiprocess_dir()
+        if not directory:
+            return []
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        return [sample for family in registry.collect() if family.name in (family_name, family_name + "_total")
+                for sample in family.samples]
+
     def breaker_states_across_workers(self) -> dict[tuple[str, str], int]:
         """With several workers, each keeps its own breakers: the worst state per (route, upstream)."""
         directory = multiprocess_dir()
@@ -136,6 +170,25 @@ class Metrics:
                 key = (sample.labels["route"], sample.labels["upstream"])
                 states[key] = max(states.get(key, 0), int(sample.value))
         return states
+
+
+class ShadowMetrics:
+    """The shadow children for one (route, shadow upstream), bound once."""
+
+    __slots__ = ("duration", "results", "_metrics", "_route", "_shadow")
+
+    def __init__(self, metrics: Metrics, route: str, shadow: str) -> None:
+        self._metrics = metrics
+        self._route = route
+        self._shadow = shadow
+        self.duration = metrics.shadow_duration.labels(route, shadow)
+        self.results: dict[str, Counter] = {}
+
+    def result(self, result: str) -> None:
+        child = self.results.get(result)
+        if child is None:
+            child = self.results[result] = self._metrics.shadow_requests.labels(self._route, self._shadow, result)
+        child.inc()
 
 
 class PairMetrics:

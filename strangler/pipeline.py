@@ -1,7 +1,8 @@
 """The data path, in the order a request meets it:
 
-match route -> choose upstream (split, sticky) -> breaker open? fallback
-  -> bulkhead -> breaker permit -> retry -> forward (forwarder.py, lease.py) -> stream -> record
+match route -> choose upstream (split, sticky) -> copy to the shadow? (shadow.py, off this path)
+  -> breaker open? fallback -> bulkhead -> breaker permit -> retry -> forward (forwarder.py, lease.py)
+  -> stream (through the copy's tee) -> record
 
 A composite route (compose.py) branches off after the match: its parts go the same way, at once.
 
@@ -30,6 +31,8 @@ from .problem import problem_body, problem_headers
 from .recorder import Recorder
 from .routing import REFUSED_METHODS, RequestHead, check_method
 from .runtime import Runtime
+from .shadow import start_copy
+from .tee import NO_COPY, Copy
 from .sticky import cohort_set_cookie, sticky_key
 from .tunnel import TUNNEL_EXTENSION
 from .websocket import add_handshake_headers, open_tunnel
@@ -142,41 +145,52 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
                           _early_hints_relay(scope, extensions))
     if tunnel is not None:
         forwarder.upgrade = True        # a 101 is an answer
-    lease = await forwarder.run(assignment.upstream)
-    response = lease.response
-    assert response is not None
-    # The answer's headers: the upstream's (hop-by-hop out, and its X-Request-ID, which upstreams
-    # often echo: the client gets the one logged) and the proxy's own.
-    headers = client_response_headers(response.raw_headers, response.status)
-    if config.expose_headers:
-        headers.append((b"x-strangler-route", trace.route.encode()))
-        headers.append((b"x-strangler-upstream", trace.upstream.encode()))
-    headers.append((b"x-request-id", trace.request_id.encode()))
-    if trace.new_cohort is not None:
-        secure = scope.get("scheme") == "https" or (trusted and head.header("x-forwarded-proto") == "https")
-        headers.append((b"set-cookie", cohort_set_cookie(trace.new_cohort, secure)))
-    if tunnel is not None and response.status == 101:
-        open_tunnel(lease, tunnel, scope, headers, trace, recorder, config.limits)
-        return
+        copy = NO_COPY                  # a tunnel's bytes are no answer to compare
+    else:
+        # A sampled request's copy runs beside this one; it only ever reads the answer streamed below.
+        copy = start_copy(runtime, route_rt, head.method, target, upstream_headers, body, assignment.upstream,
+                          trace, recorder)
     try:
-        await _stream(lease, headers, head.method, send, receive, trace)
+        lease = await forwarder.run(assignment.upstream)
+        response = lease.response
+        assert response is not None
+        # The answer's headers: the upstream's (hop-by-hop out, and its X-Request-ID, which upstreams
+        # often echo: the client gets the one logged) and the proxy's own.
+        headers = client_response_headers(response.raw_headers, response.status)
+        if config.expose_headers:
+            headers.append((b"x-strangler-route", trace.route.encode()))
+            headers.append((b"x-strangler-upstream", trace.upstream.encode()))
+        headers.append((b"x-request-id", trace.request_id.encode()))
+        if trace.new_cohort is not None:
+            secure = scope.get("scheme") == "https" or (trusted and head.header("x-forwarded-proto") == "https")
+            headers.append((b"set-cookie", cohort_set_cookie(trace.new_cohort, secure)))
+        if tunnel is not None and response.status == 101:
+            open_tunnel(lease, tunnel, scope, headers, trace, recorder, config.limits)
+            return
+        try:
+            await _stream(lease, headers, head.method, send, receive, trace, copy)
+        finally:
+            lease.close()
     finally:
-        lease.close()
+        copy.abandon()
 
 
 async def _stream(lease: UpstreamLease, headers: list[tuple[bytes, bytes]], method: str, send: Any, receive: Any,
-                  trace: RequestTrace) -> None:
+                  trace: RequestTrace, copy: Copy) -> None:
     """Send the upstream's answer; the lease learns whether it went out whole, or the upstream broke it."""
     response = lease.response
     assert response is not None
     status = response.status
+    copy.head(trace.upstream, status, response.raw_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     trace.status = status
     bodiless = method == "HEAD" or status in _BODYLESS_STATUS or status < 200
     whole = b"" if bodiless else response.whole_body()
     if whole is not None:
+        copy.keep(whole)
         await send({"type": "http.response.body", "body": whole, "more_body": False})
         lease.body_complete = True
+        copy.complete()
         return
     watcher: asyncio.Task[None] | None = None
     try:
@@ -186,9 +200,11 @@ async def _stream(lease: UpstreamLease, headers: list[tuple[bytes, bytes]], meth
                 watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
             elif watcher.done():
                 raise ClientDisconnected("client went away during the response body")
+            copy.keep(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         lease.body_complete = True
+        copy.complete()
     except UpstreamError as failure:
         trace.error = failure
         lease.upstream_failed = True

@@ -49,6 +49,14 @@ class Recorder:
         """A bulkhead slot taken (+1) or given back (-1)."""
         self.metrics.inflight_of(upstream).inc(change)
 
+    def shadow_copy(self, route: str, shadow: str, result: str, duration_s: float | None) -> None:
+        """A copy of a request came to `result` (match, mismatch, noise, shadow_error, skipped); it took
+        `duration_s` at the shadow upstream when it was sent there."""
+        children = self.metrics.shadow(route, shadow)
+        children.result(result)
+        if duration_s is not None:
+            children.duration.observe(duration_s)
+
     # --- WebSocket tunnels, after their 101 -------------------------------------------------------
 
     def websocket_opened(self, route: str, upstream: str) -> None:

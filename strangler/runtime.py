@@ -20,6 +20,7 @@ from .forward import Connector, UpstreamClient
 from .metrics import Metrics, PairMetrics
 from .overlay import EMPTY, Overlay, Split
 from .routing import RequestHead, RoutingTable
+from .shadow_state import ShadowState
 from .split import SplitTable
 
 
@@ -46,6 +47,7 @@ class RouteRuntime:
     breakers: dict[str, CircuitBreaker]
     pairs: dict[str, PairMetrics]
     shares: Split = ()                   # the split in force: the config's, or the overlay's (ramp, roll back all)
+    shadow: ShadowState | None = None
 
 
 class Runtime:
@@ -108,7 +110,9 @@ def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = N
     for route in config.routes:
         old_route = old_routes.get(route.name)
         breakers: dict[str, CircuitBreaker] = {}
-        for name in route.upstream_names:
+        # Copies go through the shadow upstream's own breaker on this route.
+        shadow = (route.shadow.upstream,) if route.shadow and route.shadow.upstream not in route.upstream_names else ()
+        for name in route.upstream_names + shadow:
             kept = old_route.breakers.get(name) if old_route else None
             if kept is not None and kept.policy == route.breaker:
                 breakers[name] = kept
@@ -122,9 +126,18 @@ def build_runtime(config: Config, metrics: Metrics, previous: Runtime | None = N
             breakers=breakers,
             pairs={name: metrics.pair(route.name, name) for name in route.upstream_names},
             shares=shares,
+            shadow=_shadow_state(route, old_route),
         )
     _publish_config_gauges(config, metrics, previous, routes)
     return Runtime(config, routes, upstreams, overlay), retired
+
+
+def _shadow_state(route: Route, old_route: RouteRuntime | None) -> ShadowState | None:
+    """The route's shadow, keeping its counts while its `shadow:` block is unchanged."""
+    if route.shadow is None:
+        return None
+    kept = old_route.shadow if old_route is not None else None
+    return kept if kept is not None and kept.policy == route.shadow else ShadowState(route.name, route.shadow)
 
 
 def _new_breaker(route: Route, upstream: str, metrics: Metrics, clock: Callable[[], float]) -> CircuitBreaker:

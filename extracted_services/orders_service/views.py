@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,10 @@ from extracted_services.orders_service import models, sagas
 from extracted_services.orders_service.saga import SagaRunner, Unavailable, call_service
 
 PAYMENT_METHODS = ("card", "invoice")
+# A planted difference, for the README's walk-through of shadow traffic: with this set to 1 the order
+# detail rounds each line total to whole currency units, as a port that went through a float in
+# euros would. The monolith never does; the proxy's shadow report finds it at $.lines[*].line_total_cents.
+ROUND_LINE_TOTALS_ENV = "ORDERS_SERVICE_ROUND_LINE_TOTALS"
 # How a saga that was undone answers the POST that placed it, by failure kind.
 FAILURE_ANSWERS = {
     "insufficient_stock": (409, "insufficient_stock"),
@@ -43,9 +48,13 @@ def order_list(request: Request) -> Response:
 
 def order_detail(request: Request) -> Response:
     try:
-        return json_response(models.get_order(request.app.state.database, request.path_params["order_id"]))
+        order = models.get_order(request.app.state.database, request.path_params["order_id"])
     except models.UnknownOrder as exc:
         raise ApiError(404, "not_found", str(exc)) from None
+    if request.app.state.round_line_totals:
+        for line in order["lines"]:
+            line["line_total_cents"] = round(line["quantity"] * line["unit_price_cents"] / 100) * 100
+    return json_response(order)
 
 
 def _order_lines(data: dict[str, Any]) -> list[tuple[str, int]]:
@@ -135,6 +144,7 @@ async def saga_retry(request: Request) -> Response:
 
 def configure(app: Any) -> None:
     faults.install(app)       # POST /faults/ plants a share of 500s, for the ramp walk-through in the README
+    app.state.round_line_totals = os.environ.get(ROUND_LINE_TOTALS_ENV) == "1"
     runner = SagaRunner(app.state.database, app.state.wiring, app.state.metrics)
     runner.on_transition = lambda saga: app.state.relay.wake()   # its events go out without waiting a tick
     app.state.sagas = runner

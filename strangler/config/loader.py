@@ -7,7 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from . import routes, sections, values
+from . import routes, sections, shadow, values
 from .model import Address, Config
 from .reader import ConfigError, Problem, Reader, join
 from .source import Node, SourceError, read_tree
@@ -110,7 +110,7 @@ def _config(r: Reader, root: Node) -> Config:
         encoded_slash=defaults.encoded_slash,
         admin_token=sections.admin_token(r, fields["admin"], "admin") if "admin" in fields else None,
         state_dir=_state_dir(r, fields["state_dir"]) if "state_dir" in fields else default.state_dir,
-        warnings=(*r.warnings, *routes.shadowing(r, read)),
+        warnings=(*r.warnings, *routes.shadowing(r, read), *shadow.warnings(r, read)),
     )
 
 

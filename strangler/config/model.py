@@ -95,6 +95,31 @@ class Part:
     max_body_bytes: int = MAX_PART_BODY_BYTES
 
 
+# Methods that change nothing (RFC 9110 9.2.1): only these are copied to a shadow unless writes are allowed.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+DEFAULT_SHADOW_IGNORE_HEADERS = frozenset({"date", "server", "x-request-id", "set-cookie", "content-length"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShadowCompare:
+    ignore_headers: frozenset[str] = DEFAULT_SHADOW_IGNORE_HEADERS   # lower-case names
+    ignore_fields: tuple[str, ...] = ()                              # JSONPath expressions
+    learn_noise: bool = False                                        # `noise: learn`
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Shadow:
+    """A route's `shadow:` block: which requests are copied where, and how the answers are compared."""
+
+    upstream: str
+    percent: float = 100.0
+    methods: frozenset[str] = frozenset({"GET", "HEAD"})
+    allow_writes: bool = False
+    max_concurrent: int = 16                       # copies in flight; past it a copy is skipped
+    max_body_bytes: int = 1024 * 1024              # answers over this are not compared
+    compare: ShadowCompare = ShadowCompare()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Gates:
     """What a ramp's window must show before its next step; a gate left at None is off."""
@@ -136,6 +161,7 @@ class Route:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     max_body_bytes: int | None = None               # None: limits.max_body_bytes
     encoded_slash: EncodedSlash = "reject"          # its own paths.encoded_slash, else the top-level one
+    shadow: Shadow | None = None                    # copies of sampled requests, compared
     ramp: Ramp | None = None
     compose: tuple[Part, ...] = ()                  # a composite route's parts (its split is then empty)
     line: int = 0                                   # where the route starts in the file

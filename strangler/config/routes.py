@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from . import compose, ramps, sections, values
+from .shadow import shadow
 from .model import BreakerPolicy, EncodedSlash, Match, RetryPolicy, Route, Sticky
 from .reader import Fields, Reader, join
 from .source import Node
 from .template import parse_path_template
 
 ROUTE_KEYS = ("name", "match", "split", "to", "fallback", "sticky", "strip_prefix", "timeout",
-              "retry", "circuit_breaker", "max_body_size", "ramp", "compose", "paths")
+              "retry", "circuit_breaker", "max_body_size", "shadow", "ramp", "compose", "paths")
 MATCH_KEYS = ("path", "methods", "headers", "host")
 BUCKETS_PER_PERCENT = 100  # 10,000 buckets: a split can say 0.01% and no finer
 
@@ -88,6 +89,9 @@ def _route(r: Reader, node: Node, path: str, known: Mapping[str, object], defaul
         route["timeout_s"] = r.value(fields["timeout"], join(path, "timeout"), values.duration)
     if "max_body_size" in fields:
         route["max_body_bytes"] = r.value(fields["max_body_size"], join(path, "max_body_size"), values.size)
+    if "shadow" in fields and "compose" not in fields:
+        route["shadow"] = shadow(r, fields["shadow"], join(path, "shadow"),
+                                 lambda at, where: upstream_ref(r, at, where, known), split)
     if "ramp" in fields and "compose" not in fields:
         route["ramp"] = ramps.ramp(r, fields["ramp"], fields.key_nodes["ramp"], join(path, "ramp"), split=split,
                                    legacy=legacy, has_shadow="shadow" in fields)

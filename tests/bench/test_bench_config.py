@@ -113,3 +113,21 @@ def test_the_composite_route_of_s5_has_its_parts_on_the_origin_after_the_other_r
     served = [names.index(next(r.name for r in config.routes if r.match.path == path))
               for path in ("/small", "/large", "/upload")]
     assert names.index(composite.name) > max(served)
+
+
+def test_s6_copies_a_tenth_of_s1s_requests_to_a_second_origin():
+    """S6's route is S1's with `shadow: {percent: 10}`, its shadow upstream at the second origin's port."""
+    config = loader.parse_config(run.config_for_origin((BENCH_DIR / "strangler.yaml").read_text(), 43210, 43211))
+    s1 = next(route for route in config.routes if route.match.path == "/small")
+    s6 = next(route for route in config.routes if route.match.path == "/shadowed")
+    assert (s6.split, s6.sticky, s6.fallback, s6.timeout_s) == (s1.split, s1.sticky, s1.fallback, s1.timeout_s)
+    assert s6.shadow is not None and s6.shadow.percent == 10
+    assert config.upstream(s6.shadow.upstream).url == "http://127.0.0.1:43211"
+    assert {config.upstream(name).url for name in s6.upstream_names} == {"http://127.0.0.1:43210"}
+
+
+def test_s6_is_measured_in_turns_with_s1():
+    """Round by round, S1 then S6, so that the machine's drift hits both alike; other scenarios as they come."""
+    order = [[scenario.key for scenario in group] for group in run._measuring_order(["S1", "S2", "S4", "S5", "S6"])]
+    assert order == [["S2"], ["S4"], ["S5"], ["S1", "S6"]]
+    assert [[s.key for s in group] for group in run._measuring_order(["S1", "S2"])] == [["S1"], ["S2"]]
