@@ -44,9 +44,9 @@ def find_tool(name: str) -> str | None:
         (str(p) for p in (Path("/usr/sbin") / name, Path("/sbin") / name) if p.exists()), None)
 
 
-def ensure_tools() -> dict[str, str]:
-    """nginx, wrk and taskset, installed with apt-get when missing (Debian's packages)."""
-    wanted = {"nginx": "nginx", "wrk": "wrk", "taskset": "util-linux"}
+def ensure_tools(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """nginx, wrk, taskset and the `extra` tools (name -> Debian package), installed with apt-get when missing."""
+    wanted = {"nginx": "nginx", "wrk": "wrk", "taskset": "util-linux", **(extra or {})}
     missing = [package for tool, package in wanted.items() if find_tool(tool) is None]
     if missing:
         sudo = [] if os.geteuid() == 0 else ["sudo"]

@@ -8,8 +8,10 @@ Contenders: direct to the origin (the limit), nginx as a reverse proxy (keep-ali
 asgiproxy (PyPI) and strangler with bench/strangler.yaml, each with one worker; S5, a composite
 route of three parts, is strangler's alone. The proxy runs
 on CPU 0, the origin and wrk on CPU 1. Every contender's answers must equal the origin's
-before anything is timed. Writes bench/results/YYYY-MM-DD-HHMM.md and bench/results/latest.md
-and prints the table. Standard library only.
+before anything is timed. Then strangler's `--workers 2` and, where there are 3 or more CPUs,
+S1 through HAProxy to 2 strangler instances, each on a CPU of its own, against 1. Writes
+bench/results/YYYY-MM-DD-HHMM.md and bench/results/latest.md and prints the table. Standard
+library only.
 """
 
 from __future__ import annotations
@@ -267,6 +269,93 @@ def measure_worker_scaling(processes: Processes, workdir: Path, origin: Started,
     return scaling
 
 
+HAPROXY_CONF = """\
+global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    http-reuse always
+
+frontend public
+    bind 127.0.0.1:{port}
+    default_backend instances
+
+backend instances
+    balance roundrobin
+{servers}
+"""
+
+
+@dataclass
+class InstanceScaling:
+    """S1 through HAProxy: to one strangler instance, then to two, each on a CPU of its own."""
+
+    cpus: tuple[str, str] = ("", "")
+    one: WrkResult | None = None
+    two: WrkResult | None = None
+    failure: str | None = None
+    unmeasurable: str | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.two.requests_per_s / self.one.requests_per_s if self.one and self.two else None
+
+
+def instance_cpus(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The CPUs of the two instances: the proxy's, and one that neither the proxy nor the load uses."""
+    if args.instance_cpus:
+        first, _, second = args.instance_cpus.partition(",")
+        return first, second
+    spare = sorted(os.sched_getaffinity(0) - _cpu_set(args.proxy_cpus) - _cpu_set(args.load_cpus))
+    return (args.proxy_cpus.split(",")[0], str(spare[0])) if spare else None
+
+
+def measure_instance_scaling(processes: Processes, workdir: Path, origin: Started, origin_port: int,
+                             expected: dict[str, Answer], scripts: dict[str, Path], tools: dict[str, str],
+                             args: argparse.Namespace) -> InstanceScaling:
+    """S1 through HAProxy (on the load CPUs) to 1 strangler instance, then to 2, each pinned to its own CPU."""
+    cpus = instance_cpus(args)
+    if cpus is None:
+        return InstanceScaling(unmeasurable=(
+            f"not measurable on {len(os.sched_getaffinity(0))} CPUs: two instances need a CPU each, besides the "
+            "one of HAProxy, the origin and wrk (3 or more CPUs)"))
+    scaling = InstanceScaling(cpus=cpus)
+    s1 = SCENARIOS[0]
+    try:
+        instances = []
+        for name, cpu in zip(("strangler-a", "strangler-b"), cpus):
+            started, port, _ = start_strangler(processes, workdir, origin_port, cpu, name=name)
+            harness.wait_until_serving(started, port, "/small", timeout_s=30)
+            instances.append(port)
+        for count in (1, 2):
+            port = harness.free_port()
+            conf = workdir / f"haproxy-{count}.cfg"
+            conf.write_text(HAPROXY_CONF.format(port=port, servers="\n".join(
+                f"    server s{n} 127.0.0.1:{instance}" for n, instance in enumerate(instances[:count]))))
+            front = Contender(f"haproxy -> {count} strangler", "", port=port)
+            front.process = processes.start(f"haproxy-{count}", [tools["haproxy"], "-db", "-f", str(conf)],
+                                            cpus=args.load_cpus)
+            harness.wait_until_serving(front.process, port, "/small")
+            verify(front, expected)
+            measure(front, s1, scripts, tools["wrk"], args, origin.pid)
+            processes.stop(front.process)
+            if s1.key in front.errors:
+                raise RuntimeError(front.errors[s1.key])
+            if count == 1:
+                scaling.one = front.result(s1)
+            else:
+                scaling.two = front.result(s1)
+    except Exception as exc:
+        scaling.failure = str(exc).splitlines()[0]
+        log(f"strangler behind haproxy: {exc}")
+    return scaling
+
+
 LOG_PROBLEM = re.compile(r"\b(ERROR|CRITICAL|WARNING|Traceback|\[(emerg|alert|crit|error)\])\b")
 
 
@@ -300,7 +389,7 @@ SHADOW_CPU_LIMIT, SHADOW_P99_LIMIT = 1.15, 1.10
 
 def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traffic: dict | None,
            args: argparse.Namespace, tools: dict[str, str], started_at: datetime.datetime,
-           shadow_counts: dict | None = None) -> str:
+           shadow_counts: dict | None = None, instances: InstanceScaling | None = None) -> str:
     lines = [
         f"# strangler benchmark, {started_at.strftime('%Y-%m-%d %H:%M')}",
         "",
@@ -378,6 +467,9 @@ def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traf
                           "metrics, accept contention) rather than how they scale. Scaling needs 3 or more CPUs.",
                           ""]
 
+    if instances is not None:
+        lines += render_instance_scaling(instances)
+
     problems = [(c.name, c.log_problems) for c in contenders.values() if c.log_problems]
     lines += ["## Problems in the contenders' logs", ""]
     if problems:
@@ -410,6 +502,30 @@ def render(contenders: dict[str, Contender], scaling: WorkerScaling | None, traf
         "",
     ]
     return "\n".join(lines)
+
+
+def render_instance_scaling(instances: InstanceScaling) -> list[str]:
+    lines = ["## strangler behind HAProxy: 2 instances against 1, S1", ""]
+    if instances.unmeasurable:
+        return lines + [f"S1 through HAProxy to 2 instances, each on a CPU of its own, against 1: "
+                        f"{instances.unmeasurable}.", ""]
+    if instances.failure:
+        return lines + [f"Failed: {instances.failure}", ""]
+    if not (instances.one and instances.two):
+        return lines + ["Not measured.", ""]
+    first, second = instances.cpus
+    lines += [markdown_table(
+        ["instances", "their CPUs", "req/s", "p50 ms", "p99 ms", "req/s vs 1 instance"],
+        [["1", first, fmt(instances.one.requests_per_s), fmt(instances.one.p50_ms, 2), fmt(instances.one.p99_ms, 2),
+          "1.00x"],
+         ["2", f"{first}, {second}", fmt(instances.two.requests_per_s), fmt(instances.two.p50_ms, 2),
+          fmt(instances.two.p99_ms, 2), ratio(instances.ratio, 1)]]), ""]
+    if first == second:
+        lines += ["Both instances share one CPU here (`--instance-cpus`): this shows the cost of a second "
+                  "instance and of HAProxy, not how instances scale.", ""]
+    lines += ["HAProxy (one thread, round-robin, keep-alive to the instances) runs on the CPUs of the origin and "
+              "wrk; 2.00x would be perfect scaling.", ""]
+    return lines
 
 
 NOISY_OTHER_LOAD = 0.15    # of one CPU
@@ -548,6 +664,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(s.key for s in SCENARIOS),
                         help="comma-separated subset of " + ",".join(s.key for s in SCENARIOS))
     parser.add_argument("--no-workers", action="store_true", help="skip the --workers 2 measurement")
+    parser.add_argument("--no-instances", action="store_true",
+                        help="skip S1 through HAProxy to 2 instances against 1 (measured with 3 or more CPUs)")
+    parser.add_argument("--instance-cpus", metavar="A,B",
+                        help="the CPUs of the two instances behind HAProxy (default: the proxy's and a spare one)")
     parser.add_argument("--results-dir", type=Path, default=harness.RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.quick:
@@ -577,7 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     started_at = datetime.datetime.now()
-    tools = harness.ensure_tools()
+    with_instances = not args.no_instances and instance_cpus(args) is not None
+    tools = harness.ensure_tools({"haproxy": "haproxy"} if with_instances else None)
     workdir = Path(tempfile.mkdtemp(prefix="strangler-bench-"))
     processes = Processes(workdir)
     wanted = args.contenders.split(",")
@@ -589,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
                       "cohort, fallback, breaker, retry, health checks, metrics (S6: and shadow traffic)"),
     ) if name in wanted}
     scaling = None
+    instances = None
     traffic = None
     shadow_counts = None
     strangler_admin = None
@@ -664,6 +786,11 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_workers:
                 scaling = measure_worker_scaling(processes, workdir, origin, origin_port, strangler, expected, scripts,
                                                  tools["wrk"], args)
+            if not args.no_instances:
+                if strangler.process is not None:
+                    processes.stop(strangler.process)      # its CPU goes to the first instance
+                instances = measure_instance_scaling(processes, workdir, origin, origin_port, expected, scripts,
+                                                     tools, args)
     except KeyboardInterrupt:
         log("interrupted; stopping everything")
         return 130
@@ -674,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
                 contender.log_problems = log_problems(contender.process.log_path)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    report = render(contenders, scaling, traffic, args, tools, started_at, shadow_counts)
+    report = render(contenders, scaling, traffic, args, tools, started_at, shadow_counts, instances)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     (args.results_dir / f"{started_at.strftime('%Y-%m-%d-%H%M')}.md").write_text(report)
     (args.results_dir / "latest.md").write_text(report)

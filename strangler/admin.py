@@ -4,13 +4,14 @@ public port; every POST goes through the admin guard (token, Origin)."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .admin_guard import AdminGuard, admin_token
 from .config.loader import ConfigError
@@ -83,6 +84,14 @@ def routes_document(runtime: Runtime, worker_breakers: dict[tuple[str, str], int
     }
 
 
+@dataclass(slots=True, eq=False)
+class Readiness:
+    """What /health/ready says beyond the config: draining after SIGTERM, and how the instance follows a controller."""
+
+    draining_since: float | None = None          # wall clock; /health/ready answers 503 from then on
+    control: Callable[[], dict[str, Any]] | None = None
+
+
 def shadow_document(runtime: Runtime, across_workers: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
     """Each shadowed route: counts, match rate, the fields that differ most (latest mismatches: /samples).
 
@@ -104,12 +113,15 @@ def shadow_document(runtime: Runtime, across_workers: dict[str, dict[str, int]] 
 
 def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None = None,
                      workers: bool = False, controller: Controller | None = None,
-                     bound_host: str = "127.0.0.1") -> AdminGuard:
+                     bound_host: str = "127.0.0.1", readiness: Readiness | None = None,
+                     extra_routes: Sequence[BaseRoute] = ()) -> AdminGuard:
     """With `workers`, live state comes from the workers' metrics and `on_reload` passes reloads on to them.
 
     `controller` adds /ramps and /rollback-all; `bound_host` is the address the listener binds, for the
-    Origin check.
+    Origin check; `extra_routes` are served too, those under /control/ only with the admin token.
     """
+    readiness = readiness or Readiness()
+
     async def metrics(request: Request) -> Response:
         runtime = holder.runtime
         if runtime is not None:
@@ -124,11 +136,17 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
 
     async def ready(request: Request) -> Response:
         runtime = holder.runtime
+        # Losing the controller never makes an instance unready: it serves on with the last shares.
+        control = {"control": readiness.control()} if readiness.control is not None else {}
         if runtime is None:
             error = str(holder.last_error) if holder.last_error else "no config loaded"
-            return JSONResponse({"status": "not ready", "error": error}, status_code=503)
+            return JSONResponse({"status": "not ready", "error": error, **control}, status_code=503)
+        if readiness.draining_since is not None:
+            # Still serving; the balancer takes the instance out before its listener closes.
+            return JSONResponse({"status": "draining", "since": _iso(readiness.draining_since),
+                                 "version": runtime.config.sha256, **control}, status_code=503)
         return JSONResponse({"status": "ready", "version": runtime.config.sha256,
-                             "upstreams": upstream_health(runtime)})
+                             "upstreams": upstream_health(runtime), **control})
 
     async def routes(request: Request) -> Response:
         runtime = holder.runtime
@@ -173,5 +191,7 @@ def create_admin_app(holder: ConfigHolder, on_reload: Callable[[], None] | None 
         Route("/shadow", shadow),
         Route("/shadow/{route}/samples", shadow_samples),
         *(control_routes(controller) if controller is not None else ()),
+        *extra_routes,
     ])
-    return AdminGuard(app, lambda: admin_token(holder.runtime.config if holder.runtime else None), bound_host)
+    return AdminGuard(app, lambda: admin_token(holder.runtime.config if holder.runtime else None), bound_host,
+                      private=("/control/",))

@@ -1,6 +1,8 @@
 """Who may change things through the admin listener: the admin token for every POST, and no cross-site POST.
 
-Reading (metrics, health, /routes, /ramps) needs nothing. A POST needs
+Reading (metrics, health, /routes, /ramps) needs nothing, except under the
+private prefixes (the shares a controller serves its instances), which need the
+token as a POST does. A POST needs
 `Authorization: Bearer TOKEN` when a token is set (`admin.token`, or the
 STRANGLER_ADMIN_TOKEN environment variable, which takes its place), else 401;
 a POST whose Origin is not the listener's own gets 403, so a page in a browser
@@ -81,13 +83,15 @@ def _refuse(status: int, title: str, detail: str, **headers: str) -> Response:
 class AdminGuard:
     """ASGI middleware in front of the admin app."""
 
-    def __init__(self, app: Any, token: Callable[[], str | None], bound_host: str) -> None:
+    def __init__(self, app: Any, token: Callable[[], str | None], bound_host: str,
+                 private: tuple[str, ...] = ()) -> None:
         self.app = app
         self.token = token
         self.bound_host = bound_host
+        self.private = private          # path prefixes whose reads need the token too
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] not in _READS:
+        if scope["type"] == "http" and (scope["method"] not in _READS or scope["path"].startswith(self.private)):
             refusal = self._refusal(Headers(scope=scope))
             if refusal is not None:
                 await refusal(scope, receive, send)

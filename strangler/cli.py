@@ -1,4 +1,4 @@
-"""The command line: run, check, explain, rollback-all, demo."""
+"""The command line: run, control, check, explain, rollback-all, demo."""
 
 from __future__ import annotations
 
@@ -11,9 +11,44 @@ from .config.model import Config
 from .logs import configure_logging
 
 DEFAULT_CONFIG = "config/routes.yaml"
+LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        from .config.values import seconds_in
+        seconds = seconds_in(text)
+    if seconds is None or not 0 <= seconds < 86400:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 5s, 500ms or 1m, found {text!r}")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "control":
+        return _control(args)
+    if args.command == "check":
+        return _check(args.path)
+    if args.command == "explain":
+        from .explain import explain_request
+        return explain_request(args.path, args.method, args.url, args.header, client_ip=args.client_ip)
+    if args.command == "rollback-all":
+        if not args.reason.strip() and not args.lift:
+            parser.error("rollback-all needs --reason TEXT: say why, for the log and whoever lifts it")
+        from .operate import rollback_all
+        return rollback_all(args.admin, args.config, args.reason, lift=args.lift)
+    # The one edge from the proxy up to the playground: `strangler demo` is the command users
+    # know, and only this command loads the playground, which knows the bundled shop.
+    from playground.demo import run_demo
+    return run_demo(args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="strangler", description="A strangler-fig migration proxy.")
     parser.add_argument("--version", action="version", version=f"strangler {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -25,7 +60,27 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--admin-host")
     run.add_argument("--admin-port", type=int)
     run.add_argument("--workers", type=int, default=1)
-    run.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    run.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    run.add_argument("--control", metavar="URL",
+                     help="take the ramps' shares and roll back all from this controller (`strangler control`) "
+                          "instead of running the ramps here")
+    run.add_argument("--state-dir", metavar="DIR", help="where state is kept, in place of the config's state_dir")
+    run.add_argument("--shutdown-delay", type=_duration, default=0.0, metavar="DURATION",
+                     help="on SIGTERM, answer 503 on /health/ready this long while still serving, so that a "
+                          "balancer stops sending first; then stop accepting and drain (default 0s)")
+    run.add_argument("--drain-timeout", type=_duration, default=30.0, metavar="DURATION",
+                     help="the longest wait for requests in flight once accepting stopped (default 30s)")
+
+    control = commands.add_parser("control", help="run the control plane alone, for many proxy instances")
+    control.add_argument("--config", default=DEFAULT_CONFIG)
+    control.add_argument("--prometheus", metavar="URL",
+                         help="read the ramps' gates from this Prometheus, which scrapes every instance")
+    control.add_argument("--scrape-interval", type=_duration, default=15.0, metavar="DURATION",
+                         help="Prometheus's scrape interval: a gate's range is at least 4 of them (default 15s)")
+    control.add_argument("--admin-host")
+    control.add_argument("--admin-port", type=int)
+    control.add_argument("--state-dir", metavar="DIR", help="where state is kept, in place of the config's state_dir")
+    control.add_argument("--log-level", default="info", choices=LOG_LEVELS)
 
     check = commands.add_parser("check", help="validate a config and print the routing table")
     check.add_argument("path")
@@ -45,24 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = commands.add_parser("demo", help="run the bundled monolith, services and proxy together")
     demo.add_argument("--config", default=DEFAULT_CONFIG)
-
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        return _run(args)
-    if args.command == "check":
-        return _check(args.path)
-    if args.command == "explain":
-        from .explain import explain_request
-        return explain_request(args.path, args.method, args.url, args.header, client_ip=args.client_ip)
-    if args.command == "rollback-all":
-        if not args.reason.strip() and not args.lift:
-            parser.error("rollback-all needs --reason TEXT: say why, for the log and whoever lifts it")
-        from .operate import rollback_all
-        return rollback_all(args.admin, args.config, args.reason, lift=args.lift)
-    # The one edge from the proxy up to the playground: `strangler demo` is the command users
-    # know, and only this command loads the playground, which knows the bundled shop.
-    from playground.demo import run_demo
-    return run_demo(args.config)
+    return parser
 
 
 def _load_or_report(path: str) -> Config | None:
@@ -130,15 +168,19 @@ def _run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         tls=config.listen.tls,
         admin_tls=config.admin.tls,
+        graceful_timeout_s=args.drain_timeout,
+        control_url=args.control,
+        shutdown_delay_s=args.shutdown_delay,
+        state_dir=args.state_dir,
     )
     if (options.host, options.port) == (options.admin_host, options.admin_port):
         print("strangler: the admin listener must not share the public one", file=sys.stderr)
         return 1
-    from .admin_guard import admin_token, bind_refusal
-
-    refusal = bind_refusal(options.admin_host, explicit=args.admin_host is not None, token=admin_token(config))
-    if refusal is not None:
-        print(f"strangler: {refusal}", file=sys.stderr)
+    if not _admin_bind_allowed(options.admin_host, args.admin_host is not None, config):
+        return 1
+    if args.control and not args.control.startswith(("http://", "https://")):
+        print(f"strangler: --control expects the controller's admin URL, such as http://10.0.0.5:9000, "
+              f"found {args.control!r}", file=sys.stderr)
         return 1
     if args.workers > 1:
         from .workers import run_workers
@@ -146,9 +188,47 @@ def _run(args: argparse.Namespace) -> int:
     from .metrics import Metrics
     from .reload import ConfigHolder
 
-    holder = ConfigHolder(args.config, Metrics())
+    holder = ConfigHolder(args.config, Metrics(), state_dir=args.state_dir)
     holder.reload()
     run_forever(options, holder)
+    return 0
+
+
+def _admin_bind_allowed(host: str, explicit: bool, config: Config) -> bool:
+    from .admin_guard import admin_token, bind_refusal
+
+    refusal = bind_refusal(host, explicit=explicit, token=admin_token(config))
+    if refusal is not None:
+        print(f"strangler: {refusal}", file=sys.stderr)
+    return refusal is None
+
+
+def _control(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    config = _load_or_report(args.config)
+    if config is None:
+        return 1
+    admin_host = args.admin_host or config.admin.host
+    if not _admin_bind_allowed(admin_host, args.admin_host is not None, config):
+        return 1
+    if args.prometheus and not args.prometheus.startswith(("http://", "https://")):
+        print(f"strangler: --prometheus expects a URL such as http://127.0.0.1:9090, found {args.prometheus!r}",
+              file=sys.stderr)
+        return 1
+    if args.scrape_interval <= 0:
+        print("strangler: --scrape-interval must be more than 0", file=sys.stderr)
+        return 1
+    from .control_server import ControlOptions, run_control
+    from .metrics import Metrics
+    from .reload import ConfigHolder
+
+    options = ControlOptions(config_path=args.config, admin_host=admin_host,
+                             admin_port=args.admin_port if args.admin_port is not None else config.admin.port,
+                             prometheus_url=args.prometheus, scrape_interval_s=args.scrape_interval,
+                             log_level=args.log_level)
+    holder = ConfigHolder(args.config, Metrics(), state_dir=args.state_dir)
+    holder.reload()
+    run_control(options, holder)
     return 0
 
 

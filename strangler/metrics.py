@@ -79,6 +79,7 @@ class Metrics:
                                          ["route", "shadow"], buckets=DURATION_BUCKETS_S, registry=r)
         # --- end of shadow traffic -------------------------------------------------------------------
         self.control = ControlMetrics(r)
+        self._follower: FollowerMetrics | None = None
         self._shadow_cache: dict[tuple[str, str], ShadowMetrics] = {}
         self._requests_cache: dict[tuple[str, str, str, int], Counter] = {}
         self._pair_cache: dict[tuple[str, str], PairMetrics] = {}
@@ -89,6 +90,12 @@ class Metrics:
                                      ["route", "part", "outcome"], registry=r)
         self._compose_cache: dict[tuple[str, str, str], Counter] = {}
         # --- end of composite routes -------------------------------------------------------------------
+
+    def follower(self) -> "FollowerMetrics":
+        """The gauges of an instance that follows a controller; registered only by one that does."""
+        if self._follower is None:
+            self._follower = FollowerMetrics(self.registry)
+        return self._follower
 
     def pair(self, route: str, upstream: str) -> "PairMetrics":
         key = (route, upstream)
@@ -235,6 +242,18 @@ class ControlMetrics:
         # Zero before removing: in multiprocess mode the last value stays in the process's file.
         metric.labels(*labels).set(0)
         metric.remove(*labels)
+
+
+class FollowerMetrics:
+    """Set by a proxy instance that takes its shares from a controller (`strangler run --control`)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        live_max = {"multiprocess_mode": "livemax"}
+        self.connected = Gauge("strangler_control_connected", "1 while the controller answers this instance, else 0.",
+                               registry=registry, **live_max)
+        self.overlay_age = Gauge("strangler_control_overlay_age_seconds",
+                                 "Seconds since the controller last confirmed the shares in force (0 while connected).",
+                                 registry=registry, **live_max)
 
 
 Sample = tuple[str, dict[str, str], float]

@@ -9,11 +9,13 @@ upstream, whatever the config says now.
 
 With `--workers`, the parent writes the overlay to `shares.json` in the state
 directory and each worker applies it (see reload.py); `encode` and `decode` are
-that file's format.
+that file's format, which a controller in a process of its own also serves to
+its instances (control/feed.py), under its `revision`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -69,12 +71,22 @@ def encode(overlay: Overlay) -> bytes:
     }, indent=1, sort_keys=True).encode()
 
 
+def revision(overlay: Overlay) -> str:
+    """Names these shares: the same overlay has the same revision in every process."""
+    return hashlib.sha256(encode(overlay)).hexdigest()[:16]
+
+
 def decode(data: bytes) -> Overlay:
     """The overlay in a shares file; ValueError saying what is wrong with it."""
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as error:
         raise ValueError(f"not JSON: {error}") from None
+    return from_document(document)
+
+
+def from_document(document: object) -> Overlay:
+    """The overlay in a parsed shares document (a file's, or a controller's answer); ValueError if it is not one."""
     if not isinstance(document, dict) or document.get("format") != _FORMAT:
         raise ValueError(f"not a {_FORMAT} file")
     if document.get("version") != _VERSION:

@@ -274,6 +274,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             connections.discard(tunnel)
             on_end(reason)
 
+        graceful_s = self.config.timeout_graceful_shutdown
+        if graceful_s is not None:
+            # Closed with its close frames a second before the server's own drain (--drain-timeout) ends.
+            drain_timeout_s = min(drain_timeout_s, max(graceful_s - 1.0, 0.0))
         tunnel = Tunnel(transport, upstream, extensions=extensions, idle_timeout_s=idle_timeout_s,
                         drain_timeout_s=drain_timeout_s, on_end=ended)
         connections.discard(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import os
@@ -28,8 +29,10 @@ class ConfigHolder:
 
     def __init__(self, path: str, metrics: Metrics, *, count_reloads: bool = True,
                  connector: Connector | None = None, clock: Callable[[], float] = time.monotonic,
-                 follow_shares: bool = False) -> None:
+                 follow_shares: bool = False, state_dir: str | None = None) -> None:
         self.path = path
+        # `--state-dir` in place of the file's state_dir (a ConfigMap's folder is read-only).
+        self.state_dir = state_dir
         self.metrics = metrics
         # How the upstream clients open connections (by default TCP); tests pass a scripted fake.
         self.connector = connector
@@ -72,6 +75,8 @@ class ConfigHolder:
             kept = f" keeping={self.runtime.config.sha256[:12]}" if self.runtime else ""
             log.error("config.rejected file=%s problems=%d%s\n%s", self.path, len(error.problems), kept, error)
             raise
+        if self.state_dir:
+            config = dataclasses.replace(config, state_dir=self.state_dir)
         for warning in config.warnings:
             log.warning("config.warning %s", warning)
         if self.follow_shares:

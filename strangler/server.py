@@ -1,6 +1,10 @@
 """Serving: the proxy and the admin listener in one process, with reload and graceful stop.
 
-The only module besides the command line that touches uvicorn.
+The ramps run here (an in-process controller), or at a controller of their own
+(`--control URL`), whose shares this instance follows. On SIGTERM the instance
+first answers 503 on /health/ready for `shutdown_delay_s` while it still serves,
+so that a balancer stops sending; then it stops accepting, lets the requests in
+flight finish and exits 0.
 """
 
 from __future__ import annotations
@@ -9,14 +13,20 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
-from .admin import create_admin_app
+from .admin import Readiness, create_admin_app
+from .admin_guard import AdminGuard, admin_token
 from .app import ProxyApp
 from .config.model import ListenerTls
+from .control.api import controller_elsewhere_routes
+from .control.follower import ControlFollower
 from .control.plane import local_controller
 from .protocol import LimitedHttpToolsProtocol
 from .reload import ConfigHolder
@@ -35,6 +45,9 @@ class ServeOptions:
     log_level: str = "info"
     graceful_timeout_s: float = 30.0
     watch: bool = True
+    control_url: str | None = None      # follow this controller's shares instead of running the ramps here
+    shutdown_delay_s: float = 0.0       # after SIGTERM: /health/ready says 503 this long, still serving
+    state_dir: str | None = None        # in place of the config's state_dir
     tls: ListenerTls | None = None          # the public listener's certificate (listen.tls)
     admin_tls: ListenerTls | None = None    # the admin listener's (admin.tls)
 
@@ -79,20 +92,84 @@ def admin_uvicorn_config(app: object, options: ServeOptions) -> uvicorn.Config:
                           **tls_settings(options.admin_tls))
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server that, on SIGTERM or SIGINT, says unready for `delay_s` while it serves, then stops.
+
+    A second signal stops it at once (stop accepting, drain).
+    """
+
+    def __init__(self, config: uvicorn.Config, readiness: Readiness, delay_s: float) -> None:
+        super().__init__(config)
+        self.readiness = readiness
+        self.delay_s = delay_s
+        self._stop_at: float | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.signalled) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def signalled(self, signum: int, frame: object = None) -> None:
+        log.info("strangler.signal signal=%s", signal.Signals(signum).name)
+        if self.readiness.draining_since is None:
+            self.readiness.draining_since = time.time()
+            if self.delay_s > 0:
+                self._stop_at = time.monotonic() + self.delay_s
+                log.info("strangler.draining ready=503 for=%gs while serving, then stop accepting", self.delay_s)
+                return
+        if self.should_exit and signum == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._stop_at is not None and time.monotonic() >= self._stop_at:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def control_plane(options: ServeOptions, holder: ConfigHolder, readiness: Readiness, *, workers: bool = False,
+                  on_reload: Callable[[], None] | None = None) -> tuple[AdminGuard, Coroutine[Any, Any, None]]:
+    """The admin app and the control plane's loop: the ramps' controller here, or a follower of the controller.
+
+    Either puts its shares in force (a ramp's step, roll back all) before the first request.
+    """
+    if options.control_url:
+        follower = ControlFollower(options.control_url, holder, holder.apply_overlay,
+                                   lambda: admin_token(holder.runtime.config if holder.runtime else None),
+                                   holder.metrics.follower())
+        follower.start()
+        readiness.control = follower.status
+        # With workers, the shares file the follower keeps is what the workers follow.
+        app = create_admin_app(holder, on_reload=on_reload, workers=workers, bound_host=options.admin_host,
+                               readiness=readiness, extra_routes=controller_elsewhere_routes(follower.url))
+        return app, follower.run()
+    controller = local_controller(holder, workers=workers)
+    controller.start()
+    return create_admin_app(holder, on_reload=on_reload, workers=workers, controller=controller,
+                            bound_host=options.admin_host, readiness=readiness), controller.run()
+
+
 async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
     app = ProxyApp(holder, watch=options.watch)
-    proxy = uvicorn.Server(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
-                                                options.graceful_timeout_s, options.tls))
-    # The controller puts its state's shares (a ramp's step, roll back all) in force before the first request.
-    controller = local_controller(holder)
-    controller.start()
-    admin_app = create_admin_app(holder, controller=controller, bound_host=options.admin_host)
+    readiness = Readiness()
+    proxy = DrainingServer(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
+                                                options.graceful_timeout_s, options.tls),
+                           readiness, options.shutdown_delay_s)
+    admin_app, control_loop = control_plane(options, holder, readiness)
     admin = _AdminServer(admin_uvicorn_config(admin_app, options))
     admin_task = asyncio.create_task(admin.serve())
-    control_task = asyncio.create_task(controller.run())
+    control_task = asyncio.create_task(control_loop)
     runtime = holder.runtime
-    log.info("strangler.started listen=%s admin=%s config=%s version=%s",
-             options.url(), options.url(admin=True), options.config_path, runtime.config.sha256 if runtime else None)
+    log.info("strangler.started listen=%s admin=%s config=%s version=%s control=%s",
+             options.url(), options.url(admin=True), options.config_path,
+             runtime.config.sha256 if runtime else None, options.control_url or "in-process")
     try:
         await proxy.serve()
     finally:
@@ -103,6 +180,11 @@ async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
 
 
 def run_forever(options: ServeOptions, holder: ConfigHolder) -> None:
+    run_until_stopped(serve(options, holder))
+
+
+def run_until_stopped(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on uvloop until it returns (the servers in it stop on SIGTERM or SIGINT)."""
     try:
         import uvloop
         factory = uvloop.new_event_loop
@@ -111,10 +193,10 @@ def run_forever(options: ServeOptions, holder: ConfigHolder) -> None:
     signal.signal(signal.SIGTERM, _stop_requested)
     signal.signal(signal.SIGINT, _stop_requested)
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(options, holder))
+        runner.run(main)
 
 
 def _stop_requested(signum: int, frame: object) -> None:
-    # uvicorn re-raises the stop signal once it has drained; landing here makes
-    # that a clean exit 0 instead of death by the default handler.
+    # A stop signal outside DrainingServer's watch (before serving starts, or while the admin listener
+    # stops) lands here: a clean exit 0 instead of death by the default handler.
     log.info("strangler.signal signal=%s", signal.Signals(signum).name)

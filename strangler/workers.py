@@ -8,7 +8,10 @@ of the parent (SIGHUP, POST /reload) is passed on to each worker as SIGUSR1.
 The one controller (ramps, roll back all) runs in the parent, on the admin
 thread, reading every worker's metrics; it writes the shares it decides to
 the state directory's shares.json, which every worker applies within its
-watch interval, also when the config file on disk is invalid.
+watch interval, also when the config file on disk is invalid. With
+`--control URL` the parent follows that controller instead and keeps its
+shares in the same file. On SIGTERM the parent says unready for the shutdown
+delay while the workers serve, then stops them.
 """
 
 from __future__ import annotations
@@ -19,22 +22,25 @@ import os
 import shutil
 import signal
 import threading
+import time
+from collections.abc import Coroutine
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors.multiprocess import Multiprocess
 
-from .admin import create_admin_app
+from .admin import Readiness
+from .admin_guard import AdminGuard
 from .config.loader import ConfigError
-from .control.controller import Controller
-from .control.plane import local_controller
 from .health import check_upstreams_forever
 from .logs import configure_logging
 from .metrics import Metrics
 from .reload import ConfigHolder
-from .server import ServeOptions, admin_uvicorn_config, proxy_uvicorn_config
+from .server import ServeOptions, admin_uvicorn_config, control_plane, proxy_uvicorn_config
 
 log = logging.getLogger("strangler.workers")
 CONFIG_ENV = "STRANGLER_CONFIG"
+STATE_DIR_ENV = "STRANGLER_STATE_DIR"
 
 
 def worker_app():
@@ -42,16 +48,39 @@ def worker_app():
     from .app import ProxyApp
 
     configure_logging()
-    holder = ConfigHolder(os.environ[CONFIG_ENV], Metrics(), count_reloads=False, follow_shares=True)
+    holder = ConfigHolder(os.environ[CONFIG_ENV], Metrics(), count_reloads=False, follow_shares=True,
+                          state_dir=os.environ.get(STATE_DIR_ENV) or None)
     holder.reload()
     # The parent probes upstream health once for all workers.
     return ProxyApp(holder, health_checks=False)
 
 
 class _Supervisor(Multiprocess):
-    def __init__(self, config: uvicorn.Config, sockets: list, holder: ConfigHolder) -> None:
+    def __init__(self, config: uvicorn.Config, sockets: list, holder: ConfigHolder, readiness: Readiness,
+                 shutdown_delay_s: float) -> None:
         super().__init__(config, sockets)
         self.holder = holder
+        self.readiness = readiness
+        self.shutdown_delay_s = shutdown_delay_s
+
+    def handle_term(self) -> None:
+        self._stop("SIGTERM")
+
+    def handle_int(self) -> None:
+        self._stop("SIGINT")
+
+    def _stop(self, name: str) -> None:
+        log.info("strangler.signal signal=%s", name)
+        if self.readiness.draining_since is None and self.shutdown_delay_s > 0:
+            # The workers serve on while /health/ready says 503; a second signal stops them at once.
+            self.readiness.draining_since = time.time()
+            log.info("strangler.draining ready=503 for=%gs while serving, then stop accepting", self.shutdown_delay_s)
+            timer = threading.Timer(self.shutdown_delay_s, self.should_exit.set)
+            timer.daemon = True
+            timer.start()
+            return
+        self.readiness.draining_since = self.readiness.draining_since or time.time()
+        self.should_exit.set()
 
     def handle_hup(self) -> None:
         # SIGHUP means "reload the config", as in single-process mode, not "restart the workers".
@@ -74,19 +103,22 @@ def run_workers(options: ServeOptions, workers: int) -> int:
     """Serve with `workers` processes. PROMETHEUS_MULTIPROC_DIR is already set by the caller."""
     metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     os.environ[CONFIG_ENV] = options.config_path
-    holder = ConfigHolder(options.config_path, Metrics())
+    if options.state_dir:
+        os.environ[STATE_DIR_ENV] = options.state_dir
+    holder = ConfigHolder(options.config_path, Metrics(), state_dir=options.state_dir)
     holder.reload()
-    # Before any worker starts: its first runtime already has the shares in force.
-    controller = local_controller(holder, workers=True)
-    controller.start()
     config = proxy_uvicorn_config("strangler.workers:worker_app", options.host, options.port, options.log_level,
                                   options.graceful_timeout_s, options.tls, factory=True, workers=workers)
     socket = config.bind_socket()
     # uvicorn only binds; until a worker has started, connections would be refused while
     # /health/ready already says 200. Listening now queues them in the backlog instead.
     socket.listen(config.backlog)
-    supervisor = _Supervisor(config, [socket], holder)
-    admin = _AdminThread(options, holder, controller, on_reload=lambda: supervisor.signal_workers(signal.SIGUSR1))
+    readiness = Readiness()
+    supervisor = _Supervisor(config, [socket], holder, readiness, options.shutdown_delay_s)
+    # Before any worker starts: its first runtime already has the shares in force.
+    admin_app, control_loop = control_plane(options, holder, readiness, workers=True,
+                                            on_reload=lambda: supervisor.signal_workers(signal.SIGUSR1))
+    admin = _AdminThread(options, holder, admin_app, control_loop)
     admin.start()
     log.info("strangler.started listen=%s admin=%s workers=%d config=%s",
              options.url(), options.url(admin=True), workers, options.config_path)
@@ -102,11 +134,10 @@ def run_workers(options: ServeOptions, workers: int) -> int:
 class _AdminThread:
     """The admin listener and upstream health checks, on their own event loop in the parent."""
 
-    def __init__(self, options: ServeOptions, holder: ConfigHolder, controller: Controller, on_reload) -> None:
-        app = create_admin_app(holder, on_reload=on_reload, workers=True, controller=controller,
-                               bound_host=options.admin_host)
+    def __init__(self, options: ServeOptions, holder: ConfigHolder, app: AdminGuard,
+                 control_loop: Coroutine[Any, Any, None]) -> None:
         self.holder = holder
-        self.controller = controller
+        self.control_loop = control_loop
         self.server = uvicorn.Server(admin_uvicorn_config(app, options))
         self.thread = threading.Thread(target=self._run, name="strangler-admin", daemon=True)
 
@@ -114,7 +145,7 @@ class _AdminThread:
         async def main() -> None:
             health = asyncio.create_task(check_upstreams_forever(self.holder))
             watch = asyncio.create_task(self.holder.watch())
-            control = asyncio.create_task(self.controller.run())
+            control = asyncio.create_task(self.control_loop)
             try:
                 await self.server.serve()
             finally:

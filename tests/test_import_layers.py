@@ -46,7 +46,8 @@ STRANGLER_LAYERS = [
                   "strangler.websocket"}),
     ("control plane", {"strangler.control"}),
     ("apps and command line", {"strangler.app", "strangler.protocol", "strangler.admin", "strangler.admin_guard",
-                               "strangler.server", "strangler.workers", "strangler.explain", "strangler.operate",
+                               "strangler.server", "strangler.control_server", "strangler.workers", "strangler.explain",
+                               "strangler.operate",
                                "strangler.cli", "strangler.__main__", "strangler"}),
 ]
 # What a request passes through; the control plane steers it only by what it swaps in (split tables).

@@ -28,13 +28,17 @@ def _number(node: Node) -> float | None:
     return float(node.value) if node.kind == "scalar" and node.is_number else None  # type: ignore[arg-type]
 
 
+def seconds_in(text: str) -> float | None:
+    """Seconds in "250ms", "2s", "1m" or "1h" (the command line also takes a plain number); None if not one."""
+    found = _DURATION.fullmatch(text.strip())
+    return float(found[1]) * _DURATION_UNITS[found[2]] if found else None
+
+
 def duration(node: Node) -> float:
     """Seconds from 2, 1.5, "250ms", "2s", "1m" or "1h"."""
     seconds = _number(node)
     if seconds is None and node.kind == "scalar" and node.type == "str":
-        found = _DURATION.fullmatch(node.text.strip())
-        if found:
-            seconds = float(found[1]) * _DURATION_UNITS[found[2]]
+        seconds = seconds_in(node.text)
     if seconds is None:
         raise ValueError(f"expected a duration such as 250ms, 2s or 1m, found {describe(node)}")
     if not (0 < seconds < math.inf):

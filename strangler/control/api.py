@@ -107,3 +107,18 @@ def control_routes(controller: Controller) -> list[Route]:
         Route("/rollback-all", _answers_problems(rollback_state), methods=["GET"]),
         Route("/rollback-all/lift", _answers_problems(lift), methods=["POST"]),
     ]
+
+
+def controller_elsewhere_routes(controller_url: str) -> list[Route]:
+    """On an instance that follows a controller, ramps and roll back all are the controller's: say where it is."""
+    async def elsewhere(request: Request) -> Response:
+        return problem(409, "Ramps are run by the controller",
+                       f"this instance takes its shares from the controller at {controller_url}; ask it there "
+                       f"(strangler rollback-all --admin {controller_url} ...)", controller=controller_url)
+
+    return [
+        Route("/ramps", elsewhere, methods=["GET"]),
+        Route("/ramps/{route}/{action}", elsewhere, methods=["POST"]),
+        Route("/rollback-all", elsewhere, methods=["GET", "POST"]),
+        Route("/rollback-all/lift", elsewhere, methods=["POST"]),
+    ]

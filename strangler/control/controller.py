@@ -18,8 +18,8 @@ from typing import Any
 from ..config.model import Config, Route
 from ..metrics import ControlMetrics
 from ..overlay import Overlay, RampShares
-from .figures import GateFigures
-from .gates import judge, thresholds
+from .figures import FiguresUnreadable, GateFigures
+from .gates import Verdict, judge, thresholds
 from .ramp import EVALUATED, RampProgress, next_step
 from .report import Reporter, iso, log, log_entry, ramp_document
 from .store import StateRefused, StateStore
@@ -161,8 +161,12 @@ class Controller:
         ramp = route.ramp
         assert ramp is not None
         started, now = progress.window_started_at, self.clock()
+        unreadable = ""
         try:
             window = await self.figures.read_window(route.name, started, now)
+        except FiguresUnreadable as error:
+            log.warning("figures.unreadable route=%s reason=%s", route.name, error)
+            window, unreadable = None, str(error)
         except Exception:
             log.exception("figures.unreadable route=%s", route.name)
             window = None
@@ -170,6 +174,8 @@ class Controller:
                 or progress.state not in EVALUATED or self.rollback is not None or self.refused is not None):
             return      # an operator or a reload changed the ramp while its figures were read
         verdict = judge(ramp, window)
+        if unreadable:
+            verdict = Verdict(verdict.outcome, verdict.gate, f"{verdict.reason}: {unreadable}", verdict.figures)
 
         def decide(decision: str, **change: Any) -> None:
             self._decide(progress, route, decision, verdict.gate, verdict.reason, figures=verdict.figures, now=now,
@@ -315,6 +321,12 @@ class Controller:
     def document(self) -> dict[str, Any]:
         """GET /ramps."""
         ramps = [self.ramp_document(name) for name in self.ramps]
+        describe = getattr(self.figures, "describe", None)
+        if describe is not None:
+            # Where each ramp's next figures come from, and how they are read (a controller on Prometheus: the PromQL).
+            for document in ramps:
+                progress = self.ramps[document["route"]]
+                document["figures_source"] = describe(document["route"], progress.window_started_at, self.clock())
         return {"rollback_all": self.rollback_document(), "state_dir": str(self.store.directory),
                 "state": "refused: " + self.refused if self.refused else "ok", "ramps": ramps}
 

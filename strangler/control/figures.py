@@ -2,8 +2,9 @@
 
 `GateFigures` is that interface. Its first implementation (local.py) reads this
 process's metrics, or every worker's; a controller in a process of its own can
-read the same figures from Prometheus instead. An implementation that cannot
-read its figures returns None: the step is then inconclusive, never a breach.
+read the same figures from Prometheus instead (prometheus.py). An implementation
+that cannot read its figures returns None, or raises FiguresUnreadable saying
+why: the step is then inconclusive, never a breach.
 """
 
 from __future__ import annotations
@@ -38,12 +39,35 @@ class RouteWindow:
         return self.upstreams.get(upstream) or UpstreamWindow()
 
 
+class FiguresUnreadable(Exception):
+    """The window's figures cannot be read now (the source is away, or has no data); the message says why."""
+
+
 class GateFigures(Protocol):
     def begin_window(self, route: str, started_at: float) -> None:
         """A window of `route` starts at `started_at` (wall clock): remember where the counters stand."""
 
     async def read_window(self, route: str, started_at: float, now: float) -> RouteWindow | None:
-        """The route's figures from `started_at` to `now`; None when they cannot be read."""
+        """The route's figures from `started_at` to `now`; None (or FiguresUnreadable) when they cannot be read."""
+
+    # Optional: `describe(route, started_at, now) -> dict`, where the figures come from and how they are
+    # read (the PromQL), shown in GET /ramps.
+
+
+class NoFigures:
+    """GateFigures of a controller that has no source of figures: every step is inconclusive, saying why."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def begin_window(self, route: str, started_at: float) -> None:
+        pass
+
+    async def read_window(self, route: str, started_at: float, now: float) -> RouteWindow | None:
+        raise FiguresUnreadable(self.why)
+
+    def describe(self, route: str, started_at: float, now: float) -> dict[str, str]:
+        return {"source": "none", "why": self.why}
 
 
 def quantile_from_buckets(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:

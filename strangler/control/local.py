@@ -50,6 +50,9 @@ class RegistryFigures:
             return
         self._baselines[route] = (started_at, counts)
 
+    def describe(self, route: str, started_at: float, now: float) -> dict[str, str]:
+        return {"source": "local metrics"}
+
     async def read_window(self, route: str, started_at: float, now: float) -> RouteWindow | None:
         try:
             current = self._snapshot().get(route, _Counts())

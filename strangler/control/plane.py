@@ -1,4 +1,5 @@
-"""The controller beside the proxy: fed by the running config and the local metrics, publishing to the runtime."""
+"""Where controllers are assembled: beside the proxy (the local metrics, publishing to its runtime), or in a
+process of its own (figures from Prometheus, publishing to every instance through the shares feed)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from .. import overlay as shares_file
 from ..overlay import Overlay
 from ..reload import ConfigHolder
 from .controller import Controller
+from .feed import SharesFeed
+from .figures import GateFigures
 from .local import RegistryFigures
 from .store import StateStore, atomic_write
 
@@ -38,3 +41,15 @@ def _to_workers(holder: ConfigHolder, state_dir: str) -> Callable[[Overlay], Non
         atomic_write(path, shares_file.encode(overlay))
 
     return publish
+
+
+def standalone_controller(holder: ConfigHolder, figures: GateFigures, feed: SharesFeed) -> Controller:
+    """`strangler control`: the controller alone; its shares go to its own runtime (GET /routes) and the feed."""
+    assert holder.runtime is not None, "load the config first"
+
+    def publish(overlay: Overlay) -> None:
+        holder.apply_overlay(overlay)
+        feed.publish(overlay)
+
+    return Controller(lambda: holder.runtime.config if holder.runtime else None, figures, publish,
+                      holder.metrics.control, StateStore(holder.runtime.config.state_dir))

@@ -131,3 +131,15 @@ def test_s6_is_measured_in_turns_with_s1():
     order = [[scenario.key for scenario in group] for group in run._measuring_order(["S1", "S2", "S4", "S5", "S6"])]
     assert order == [["S2"], ["S4"], ["S5"], ["S1", "S6"]]
     assert [[s.key for s in group] for group in run._measuring_order(["S1", "S2"])] == [["S1"], ["S2"]]
+
+
+def test_two_instances_behind_haproxy_need_a_third_cpu_and_say_so_on_two(monkeypatch):
+    """Each instance on a CPU of its own besides the load's: measured with 3 CPUs, reported as not measurable on 2."""
+    args = run.parse_args(["--proxy-cpus", "0", "--load-cpus", "1"])
+    monkeypatch.setattr(run.os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert run.instance_cpus(args) == ("0", "2")
+    monkeypatch.setattr(run.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert run.instance_cpus(args) is None
+    scaling = run.measure_instance_scaling(None, Path("."), None, 0, {}, {}, {}, args)
+    text = "\n".join(run.render_instance_scaling(scaling))
+    assert "not measurable on 2 CPUs" in text and "3 or more CPUs" in text

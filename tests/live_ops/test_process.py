@@ -7,7 +7,6 @@ import hashlib
 import os
 import re
 import signal
-import socket
 import threading
 from collections import Counter
 from pathlib import Path
@@ -17,7 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from tests.support.configs import catch_all
 from tests.support.metrics import routes, scrape
-from tests.support.servers import GetInThread, Named, ProxyProcess, wait_until
+from tests.support.servers import GetInThread, Named, ProxyProcess, refused, wait_until
 
 
 def split_config(old_url: str, new_url: str, old_percent: int) -> str:
@@ -147,14 +146,6 @@ class SlowUpstream:
         for start in range(0, len(self.BODY), 64 * 1024):
             await send({"type": "http.response.body", "body": self.BODY[start:start + 64 * 1024], "more_body": True})
         await send({"type": "http.response.body", "body": b""})
-
-
-def refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 def test_sigterm_finishes_requests_in_flight_and_exits_0(start_upstream, start_proxy) -> None:

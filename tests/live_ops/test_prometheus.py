@@ -1,25 +1,19 @@
 """A real Prometheus scrapes the admin listener and sees the configured split in `rate()`.
 
-Needs the `prometheus` binary (Debian's package; .ci/run installs it). It runs
-with a temporary config and TSDB, on a free loopback port, and is stopped at
-the end of the test.
+Needs the `prometheus` binary (Debian's package; .ci/run installs it): tests/support/prometheus.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import signal
-import subprocess
 import threading
 from collections import Counter
 from pathlib import Path
 
 import aiohttp
-import httpx
-import pytest
 
-from tests.support.servers import Named, free_port, wait_until
+from tests.support.prometheus import Prometheus
+from tests.support.servers import Named, wait_until
 
 QUERY = "sum by (upstream) (rate(strangler_requests_total[1m]))"
 LEGACY_PERCENT = 25
@@ -59,63 +53,6 @@ class Traffic:
         self._thread.join(timeout=20)
 
 
-class Prometheus:
-    def __init__(self, workdir: Path, target: str) -> None:
-        binary = shutil.which("prometheus")
-        if binary is None:
-            pytest.skip("the `prometheus` binary is not on PATH (Debian: apt-get install prometheus; .ci/run does)")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "prometheus.yml"
-        config.write_text(f"""
-global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: strangler
-    scrape_interval: 1s
-    scrape_timeout: 1s
-    static_configs:
-      - targets: ["{target}"]
-""")
-        self.log_path = workdir / "prometheus.log"
-        self.args = [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> "Prometheus":
-        self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(self._ready, timeout_s=30, what=f"prometheus ready (log: {self.log_path})")
-        return self
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.process.returncode}: {self.log_path.read_text()}")
-        try:
-            return httpx.get(self.url + "/-/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def query(self, promql: str) -> list[dict]:
-        response = httpx.get(self.url + "/api/v1/query", params={"query": promql}, timeout=5)
-        response.raise_for_status()
-        body = response.json()
-        assert body["status"] == "success", body
-        return body["data"]["result"]
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self._log.close()
-
-
 def test_prometheus_sees_the_split_in_rate(tmp_path: Path, start_upstream, start_proxy) -> None:
     legacy, orders = start_upstream(Named("legacy")), start_upstream(Named("orders"))
     proxy = start_proxy(f"""
@@ -145,8 +82,7 @@ routes:
         assert traffic.errors == []
         share = 100 * rates["legacy"] / (rates["legacy"] + rates["orders"])
         assert abs(share - LEGACY_PERCENT) <= 8, f"prometheus sees legacy at {share:.1f}% ({rates}), the file says 25%"
-        targets = httpx.get(prometheus.url + "/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-        assert [target["health"] for target in targets] == ["up"]
+        assert prometheus.target_health() == ["up"]
     finally:
         prometheus.stop()
     assert prometheus.process is not None and prometheus.process.returncode == 0

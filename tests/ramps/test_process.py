@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.support.metrics import scrape
+from tests.support.ramps import ramp_config
 from tests.support.servers import REPO, Named, ProxyProcess, free_port, wait_until
 
 
@@ -36,27 +37,6 @@ class Flaky:
         status = 500 if index % self.every == 0 else 200
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": self.name.encode()})
-
-
-def ramp_config(legacy: str, new: str, *, steps: str = "[5, 25, 50, 100]", min_requests: int = 5,
-                split: str = "{new: 5, legacy: 95}", top: str = "") -> str:
-    return f"""
-version: 1
-{top}
-upstreams:
-  legacy: {{url: "{legacy}", role: legacy}}
-  new: {{url: "{new}"}}
-routes:
-  - name: all
-    match: {{path: /}}
-    split: {split}
-    sticky: header:X-User
-    ramp:
-      to: new
-      steps: {steps}
-      every: 1s
-      gates: {{min_requests: {min_requests}, max_error_rate: 1%}}
-"""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""A ramp's test rig: a config with a ramp, an injected clock, and gate figures the test decides."""
+"""A ramp's test rig: configs with a ramp, an injected clock, and gate figures the test decides."""
 
 from __future__ import annotations
 
@@ -66,3 +66,25 @@ class Figures:
         if isinstance(self.window, Exception):
             raise self.window
         return self.window
+
+
+def ramp_config(legacy: str, new: str, *, steps: str = "[5, 25, 50, 100]", min_requests: int = 5,
+                split: str = "{new: 5, legacy: 95}", top: str = "", every: str = "1s") -> str:
+    """The route `all` to `legacy` (role: legacy) and `new` at those URLs, sticky on X-User, ramping to `new`."""
+    return f"""
+version: 1
+{top}
+upstreams:
+  legacy: {{url: "{legacy}", role: legacy}}
+  new: {{url: "{new}"}}
+routes:
+  - name: all
+    match: {{path: /}}
+    split: {split}
+    sticky: header:X-User
+    ramp:
+      to: new
+      steps: {steps}
+      every: {every}
+      gates: {{min_requests: {min_requests}, max_error_rate: 1%}}
+"""

@@ -36,6 +36,37 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0, interval_
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+def answers_200(process: subprocess.Popen[bytes], url: str, log_path: Path, name: str) -> bool:
+    """Whether GET `url` answers 200 now; fails at once, with the log, if `process` has exited."""
+    if process.poll() is not None:
+        raise AssertionError(f"{name} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then wait; SIGKILL if it does not stop in time."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def refused(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:`port` is refused (nothing listens there)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
 class ThreadedServer:
     """An ASGI app served by a real uvicorn in a background thread with its own event loop."""
 
@@ -69,24 +100,31 @@ class ThreadedServer:
 
 
 class ProxyProcess:
-    """`strangler run` as a child process, as users start it."""
+    """`strangler run` (or `strangler control`, with `command`) as a child process, as users start it.
 
-    def __init__(self, config_path: Path, *extra_args: str, env: dict[str, str] | None = None) -> None:
+    It keeps its ports (given, or free ones) and its log, which each start after the first appends to.
+    """
+
+    def __init__(self, config_path: Path, *extra_args: str, env: dict[str, str] | None = None, command: str = "run",
+                 port: int | None = None, admin_port: int | None = None, name: str | None = None) -> None:
         self.config_path = config_path
-        self.port = free_port()
-        self.admin_port = free_port()
+        self.port = port or free_port()
+        self.admin_port = admin_port or free_port()
         while self.admin_port == self.port:
             self.admin_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
-        self.log_path = config_path.with_suffix(".log")
-        self.args = [sys.executable, "-m", "strangler", "run", "--config", str(config_path),
-                     "--port", str(self.port), "--admin-port", str(self.admin_port), *extra_args]
+        self.log_path = config_path.with_suffix(".log") if name is None else config_path.with_name(f"{name}.log")
+        listen = ["--port", str(self.port)] if command == "run" else []
+        self.args = [sys.executable, "-m", "strangler", command, "--config", str(config_path),
+                     *listen, "--admin-port", str(self.admin_port), *extra_args]
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
+        self._starts = 0
 
     def start(self, timeout_s: float = 20.0) -> "ProxyProcess":
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab" if self._starts else "wb")
+        self._starts += 1
         self.process = subprocess.Popen(self.args, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=self.env, start_new_session=True)
         wait_until(self._ready, timeout_s=timeout_s, what=f"proxy ready (log: {self.log_path})")
@@ -94,12 +132,7 @@ class ProxyProcess:
 
     def _ready(self) -> bool:
         assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"proxy exited with {self.process.returncode}:\n{self.log()}")
-        try:
-            return httpx.get(self.admin_url + "/health/ready", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers_200(self.process, self.admin_url + "/health/ready", self.log_path, "proxy")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -115,6 +148,14 @@ class ProxyProcess:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
+
+    def kill(self) -> int:
+        """SIGKILL, as a crash or an OOM kill would."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+        return self.terminate()
 
     def terminate(self, timeout_s: float = 15.0) -> int:
         """SIGTERM, then wait; kill (and fail loudly) if it does not stop."""
