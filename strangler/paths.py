@@ -45,7 +45,8 @@ class PathForms:
     """A path with encoded slashes kept: what routes match, and the client's own bytes to forward."""
 
     matched: str                       # normalized; `%2F` stays inside its segment
-    sent: tuple[str, ...]              # each segment left after resolution, escapes as the client wrote them
+    sent: tuple[str, ...] | None       # each segment left after resolution, escapes as the client wrote
+                                       # them; None: a plain path, sent as matched
     trailing_slash: bool
 
     @property
@@ -55,6 +56,8 @@ class PathForms:
     def forwarded(self, strip: str | None = None) -> str:
         """The path for the upstream, without the route's prefix `strip` (whose segments hold no `%2F`)."""
         sent = self.sent
+        if sent is None:
+            return self.matched if strip is None else strip_prefix(self.matched, strip)
         if strip is not None and strip != "/":
             sent = sent[strip.count("/"):]
         if not sent:
@@ -70,6 +73,8 @@ def path_forms(raw_path: bytes) -> PathForms:
     """
     if not raw_path.startswith(b"/"):
         raise BadPath("request target must be a path starting with '/'")
+    if _PLAIN.fullmatch(raw_path):
+        return PathForms(raw_path.decode("ascii"), None, False)
     return _resolve(raw_path, keep_slash=True)
 
 

@@ -283,3 +283,10 @@ def test_a_kept_path_under_a_prefix_stays_under_it_however_the_upstream_decodes_
     if covers("/api/projects", forms.matched):
         decoded = posixpath.normpath(unquote(forms.forwarded()))
         assert decoded == "/api/projects" or decoded.startswith("/api/projects/"), (raw, forms)
+
+
+@pytest.mark.parametrize("raw", [b"/", b"/api/projects/7", b"/api/projects/7/", b"/files/a.txt"])
+def test_plain_paths_take_the_same_forms_either_way(raw: bytes) -> None:
+    forms = path_forms(raw)
+    assert forms.matched == forms.forwarded() == normalize_path(raw) and not forms.has_encoded_slash
+    assert forms.forwarded("/files") == strip_prefix(forms.matched, "/files")
