@@ -6,10 +6,11 @@ import re
 from dataclasses import dataclass
 
 from starlette.datastructures import MutableHeaders
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse, RedirectResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 
 from legacy_monolith import settings, signing
 from legacy_monolith.accounts import models as accounts
@@ -41,10 +42,11 @@ class SessionMiddleware:
         self.database = database
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # WebSockets (the live order page) know their user too; they set no cookies.
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        cookies = Request(scope).cookies
+        cookies = HTTPConnection(scope).cookies
         try:
             session = signing.loads(
                 cookies.get(settings.SESSION_COOKIE_NAME, ""), salt=SESSION_SALT, max_age_s=settings.SESSION_COOKIE_AGE_S
@@ -75,6 +77,9 @@ class SessionMiddleware:
 
 async def append_slash_or_not_found(scope: Scope, receive: Receive, send: Send) -> None:
     """The router's last resort: Django's APPEND_SLASH redirect, else a 404."""
+    if scope["type"] == "websocket":
+        await WebSocketClose()(scope, receive, send)       # no such socket: the handshake gets 403
+        return
     request = Request(scope)
     path = scope["path"]
     if settings.APPEND_SLASH and not path.endswith("/"):

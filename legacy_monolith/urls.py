@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from legacy_monolith.accounts import urls as accounts
 from legacy_monolith.core import urls as core
@@ -13,10 +13,12 @@ from legacy_monolith.payments import urls as payments
 from legacy_monolith.shipping import urls as shipping
 
 
-def include(prefix: str, patterns: list[Route], app_name: str) -> list[BaseRoute]:
+def include(prefix: str, patterns: list[Route | WebSocketRoute], app_name: str) -> list[BaseRoute]:
     # Flattened rather than Mount()ed: one router, so one APPEND_SLASH and one 404 policy.
     return [
-        Route(prefix + route.path, route.endpoint, methods=route.methods, name=f"{app_name}:{route.name}")
+        WebSocketRoute(prefix + route.path, route.endpoint, name=f"{app_name}:{route.name}")
+        if isinstance(route, WebSocketRoute)
+        else Route(prefix + route.path, route.endpoint, methods=route.methods, name=f"{app_name}:{route.name}")
         for route in patterns
     ]
 

@@ -42,10 +42,8 @@ class ProxyApp:
             await self._http(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-        elif kind == "websocket":
-            # Upgrades are not forwarded: refuse the handshake rather than half-support it.
-            await receive()
-            await send({"type": "websocket.close", "code": 1008})
+        # No "websocket" scopes: the listener runs uvicorn with ws="none" and tunnels WebSockets
+        # itself (protocol.py, websocket.py).
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         runtime = self.holder.runtime     # read once: the request finishes on the config it started with

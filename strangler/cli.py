@@ -166,6 +166,8 @@ def _run(args: argparse.Namespace) -> int:
         admin_host=args.admin_host or config.admin.host,
         admin_port=args.admin_port if args.admin_port is not None else config.admin.port,
         log_level=args.log_level,
+        tls=config.listen.tls,
+        admin_tls=config.admin.tls,
         graceful_timeout_s=args.drain_timeout,
         control_url=args.control,
         shutdown_delay_s=args.shutdown_delay,

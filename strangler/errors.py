@@ -22,6 +22,7 @@ class Reason(enum.Enum):
     OVERLOADED = ("overloaded", 503, "Proxy overloaded")
     POOL_TIMEOUT = ("pool_timeout", 503, "No upstream connection available in time")
     CONNECT_ERROR = ("connect_error", 502, "Upstream refused the connection")
+    TLS_ERROR = ("tls_error", 502, "Upstream TLS handshake or certificate check failed")
     UPSTREAM_RESET = ("upstream_reset", 502, "Upstream closed the connection")
     PROTOCOL_ERROR = ("protocol_error", 502, "Upstream answered garbage")
     CONNECT_TIMEOUT = ("connect_timeout", 504, "Upstream connect timed out")
@@ -116,7 +117,7 @@ class UpstreamError(ProxyError):
     @property
     def reached_upstream(self) -> bool:
         """False when no byte of the request can have reached the upstream."""
-        return self.reason not in (Reason.CONNECT_ERROR, Reason.CONNECT_TIMEOUT, Reason.POOL_TIMEOUT)
+        return self.reason not in (Reason.CONNECT_ERROR, Reason.CONNECT_TIMEOUT, Reason.POOL_TIMEOUT, Reason.TLS_ERROR)
 
 
 class ClientDisconnected(Exception):

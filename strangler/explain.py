@@ -11,7 +11,7 @@ from .config.model import COHORT_COOKIE, Config, Route
 from .config.template import decoded
 from .errors import ProxyError
 from .headers import check_host, client_address
-from .paths import covers, normalize_path, strip_prefix
+from .paths import PathForms, covers, forwarded_path, normalize_path, path_forms
 from .routing import RequestHead, check_method, host_matches, route_matches
 from .split import BUCKETS, SplitTable, bucket_of
 from .sticky import cohort_of, cookie_value
@@ -40,7 +40,8 @@ def explain_request(path: str, method: str, url: str, header_args: list[str], ou
         # As the proxy refuses before routing; a request given as a bare path may have no Host.
         check_method(method.upper())
         check_host(headers, "1.0")
-        normalized = normalize_path(raw_path)
+        forms = path_forms(raw_path) if any(route.encoded_slash == "keep" for route in config.routes) else None
+        normalized = normalize_path(raw_path) if forms is None else forms.matched
     except ProxyError as error:
         say(f"{method.upper()} {parts.path}: {error.status} {HTTPStatus(error.status).phrase} ({error.detail})")
         return 1
@@ -49,8 +50,7 @@ def explain_request(path: str, method: str, url: str, header_args: list[str], ou
         + (f"  (normalized from {parts.path})" if normalized != parts.path else ""))
     for index, route in enumerate(config.routes):
         if route_matches(route, head):
-            _explain_route(say, config, index, route, head, client_ip)
-            return 0
+            return _explain_route(say, config, index, route, head, client_ip, forms)
         say(f"  routes[{index}] {route.name}: no ({_why_not(route, head)})")
     say("no route matches: the proxy answers 404")
     return 1
@@ -73,20 +73,25 @@ def _why_not(route: Route, head: RequestHead) -> str:
     return "?"
 
 
-def _explain_route(say, config: Config, index: int, route: Route, head: RequestHead, peer: str | None) -> None:
+def _explain_route(say, config: Config, index: int, route: Route, head: RequestHead, peer: str | None,
+                   forms: PathForms | None) -> int:
     template = route.match.template
     say(f"route: {route.name} (routes[{index}], {config.source}:{route.line}): "
         + (f"path fits {template.text}" if template is not None else f"path under {route.match.path}")
         + (f", method in {', '.join(sorted(route.match.methods))}" if route.match.methods else "")
         + (f", host {route.match.host}" if route.match.host else "")
         + "".join(f", {name}: {value}" for name, value in route.match.headers))
+    try:
+        forwarded = forwarded_path(head.path, forms, route)
+    except ProxyError as error:
+        say(f"{error.status} {HTTPStatus(error.status).phrase} ({error.detail})")
+        return 1
     captures = template.match(head.path) if template is not None else None
     if captures is not None:
         say("captures: " + ", ".join(f"{name}={decoded(value)!r}" for name, value in captures.items()))
     if route.compose:
         _explain_parts(say, config, route, captures or {})
-        return
-    forwarded = strip_prefix(head.path, route.match.path) if route.strip_prefix else head.path
+        return 0
     say(f"forwarded path: {forwarded}")
     table = SplitTable(route.name, route.split)
     start = 0
@@ -122,6 +127,7 @@ def _explain_route(say, config: Config, index: int, route: Route, head: RequestH
             "failed and the request can be replayed")
     if route.shadow is not None:
         say(_shadow_line(config, route, head.method, chosen))
+    return 0
 
 
 def _shadow_line(config: Config, route: Route, method: str, chosen: str | None) -> str:

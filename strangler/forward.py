@@ -10,13 +10,13 @@ and the README's Design section.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 from . import http1
 from .config.model import Upstream
 from .errors import ClientDisconnected, ProxyError, Reason, UpstreamError
+from .tls import upstream_context
 # Part of this module's interface:
 from .http1 import KEEPALIVE_EXPIRY_S, MAX_RESPONSE_HEADER_BYTES, Connector, InterimHandler  # noqa: F401
 
@@ -28,6 +28,8 @@ def translate(exc: BaseException, *, upstream: str, route: str | None = None) ->
     """Map a transport failure to the proxy's reason (and so its status)."""
     if isinstance(exc, http1.ConnectTimeout):
         reason = Reason.CONNECT_TIMEOUT
+    elif isinstance(exc, http1.TLSError):
+        reason = Reason.TLS_ERROR
     elif isinstance(exc, http1.ConnectError):
         reason = Reason.CONNECT_ERROR
     elif isinstance(exc, (http1.ReadTimeout, TimeoutError)):
@@ -68,6 +70,16 @@ class UpstreamResponse:
         """The body at once if it arrived whole with the head, sparing a small answer the stream."""
         return self._connection.whole_body()
 
+    def take_transport(self, upstream: str) -> tuple[asyncio.Transport, bytes]:
+        """A 101's connection for the tunnel that follows (with the bytes that came after the 101):
+        it leaves the pool for good, and the response is finished."""
+        taken = self._connection.detach()
+        self.finish(complete=False)
+        if taken is None:
+            raise translate(http1.RemoteDisconnected("the upstream closed the connection after its 101"),
+                            upstream=upstream)
+        return taken
+
     def finish(self, *, complete: bool) -> None:
         """Return the connection to the pool only after a complete, well-framed exchange.
 
@@ -92,10 +104,12 @@ class UpstreamClient:
     def __init__(self, upstream: Upstream, *, connector: Connector | None = None) -> None:
         self.upstream = upstream
         self._connector = connector
-        self.settings = (upstream.url, upstream.connect_timeout_s, upstream.timeout_s)
+        self.settings = (upstream.url, upstream.connect_timeout_s, upstream.timeout_s, upstream.tls)
         url = urlsplit(upstream.url)
         self._https = url.scheme == "https"
         self._hostname = url.hostname or ""
+        # SNI and the name the certificate must carry (set explicitly: a url by IP would send none).
+        self._server_name = upstream.tls.server_name or self._hostname
         self._port = url.port or (443 if self._https else 80)
         self._host_header = url.netloc.rpartition("@")[2].encode("idna" if not url.netloc.isascii() else "ascii")
         self._prefix = url.path.rstrip("/").encode("ascii")
@@ -107,7 +121,8 @@ class UpstreamClient:
         self._pool = http1.Pool(
             self._hostname, self._port,
             connect_timeout_s=self.upstream.connect_timeout_s, read_timeout_s=self.upstream.timeout_s,
-            ssl_context=ssl.create_default_context() if self._https else None, server_hostname=self._hostname,
+            ssl_context=upstream_context(self.upstream.tls) if self._https else None,
+            server_hostname=self._server_name,
             connector=self._connector,
         )
         return self._pool
@@ -121,11 +136,13 @@ class UpstreamClient:
         *,
         route: str | None = None,
         on_interim: http1.InterimHandler | None = None,
+        upgrade: bool = False,
     ) -> UpstreamResponse:
         """Send the request; return once the upstream's status and headers have arrived.
 
         `target` goes out as given (already normalized); `headers` as given, bytes pairs
         (text pairs are encoded, values as UTF-8), plus one framing header for the body.
+        With `upgrade` (a WebSocket handshake), a 101 is an answer: see `take_transport()`.
         """
         pool = self._pool or self._open()
         if headers and type(headers[0][0]) is str:
@@ -136,7 +153,7 @@ class UpstreamClient:
         # still waiting for its answer.
         self.in_flight += 1
         try:
-            connection = await pool.request(head, body, length, method == "HEAD", on_interim)
+            connection = await pool.request(head, body, length, method == "HEAD", on_interim, upgrade)
         except http1.HTTPError as exc:
             self.in_flight -= 1
             raise _failure(exc, self.upstream.name, route) from exc

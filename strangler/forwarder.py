@@ -24,7 +24,7 @@ _REFUSALS = (CircuitOpen, BulkheadFull)
 
 class Forwarder:
     __slots__ = ("runtime", "route_rt", "route", "method", "target", "headers", "body", "trace", "recorder",
-                 "early_hints", "abandoned")
+                 "early_hints", "abandoned", "upgrade")
 
     def __init__(self, runtime: Runtime, route_rt: RouteRuntime, method: str, target: str,
                  headers: list[tuple[bytes, bytes]], body: RequestBody, trace: RequestTrace, recorder: Recorder,
@@ -42,6 +42,7 @@ class Forwarder:
         # Set before cancelling a request whose answer is no longer wanted (a composite answer that
         # another part decided): its upstream is not to blame, as it is for the route's deadline.
         self.abandoned = False
+        self.upgrade = False         # a WebSocket handshake: a 101 is an answer
 
     async def run(self, chosen: str) -> UpstreamLease:
         timeout_s = self.route.timeout_s
@@ -115,8 +116,12 @@ class Forwarder:
         self.trace.upstream_attempts += 1
         retry = number > 1
         try:
-            response = await state.client.send(self.method, self.target, self.headers, self.body.for_attempt(),
-                                               route=self.route.name, on_interim=self.early_hints)
+            if self.upgrade:
+                response = await state.client.send(self.method, self.target, self.headers, self.body.for_attempt(),
+                                                   route=self.route.name, on_interim=self.early_hints, upgrade=True)
+            else:
+                response = await state.client.send(self.method, self.target, self.headers, self.body.for_attempt(),
+                                                   route=self.route.name, on_interim=self.early_hints)
         except UpstreamError as error:
             permit.record_failure()
             self.recorder.attempt(pair, _attempt_outcome(error.reason), retry=retry)

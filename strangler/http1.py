@@ -17,6 +17,7 @@ A connection is in one `State` at a time:
     AWAITING_HEAD     --final head, framed body--------> READING_BODY
                       --final head, body to the close--> READING_TO_CLOSE
                       --final head of a HEAD answer----> COMPLETE
+                      --101 to a request that asked----> UPGRADED (the transport then goes, detach())
     READING_BODY      --last byte----------------------> COMPLETE
     READING_TO_CLOSE  --clean close--------------------> COMPLETE
     any exchange      --finish_exchange()--------------> FREE (then parked, or closed)
@@ -80,10 +81,11 @@ class State(enum.Enum):
     READING_BODY = "reading body"          # the head is handed out; the body is framed by length or chunks
     READING_TO_CLOSE = "reading to close"  # the head is handed out; the body ends with the connection
     COMPLETE = "complete"                  # the whole response is in (the caller may still read the buffer)
+    UPGRADED = "upgraded"                  # a 101: the connection speaks another protocol now, never HTTP again
 
 
 # Module names for the members: on the hot path a global read costs a fraction of `State.X` (CPython 3.11).
-FREE, IDLE, AWAITING_HEAD, READING_BODY, READING_TO_CLOSE, COMPLETE = State
+FREE, IDLE, AWAITING_HEAD, READING_BODY, READING_TO_CLOSE, COMPLETE, UPGRADED = State
 
 
 class Spent(enum.Enum):
@@ -95,6 +97,7 @@ class Spent(enum.Enum):
     FAILED = "the exchange failed: timeout, reset, or a malformed answer"
     BODY_FAILED = "the request body failed"
     LOST = "the connection is gone"
+    SWITCHED = "the upstream switched protocols (101): the connection belongs to a tunnel"
 
 
 class HTTPError(Exception):
@@ -103,6 +106,10 @@ class HTTPError(Exception):
 
 class ConnectError(HTTPError):
     """The connection could not be made (refused, unreachable, TLS handshake failed)."""
+
+
+class TLSError(ConnectError):
+    """The TLS handshake failed: the upstream's certificate did not check out, or no common protocol."""
 
 
 class ConnectTimeout(HTTPError):
@@ -205,7 +212,7 @@ class Connection(asyncio.Protocol):
         "_is_head", "status", "raw_headers", "_headers", "_body", "_buffered", "_head_bytes", "_error",
         "_body_error", "_waiter", "_drain_waiter", "_write_paused", "_read_paused", "_timer",
         "_last_activity", "_awaiting_source", "_writer", "_raw_left", "_parser_stale",
-        "_on_interim", "_unparsed_bytes",
+        "_on_interim", "_unparsed_bytes", "_upgrade", "_early",
     )
 
     def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop, read_timeout_s: float) -> None:
@@ -244,14 +251,18 @@ class Connection(asyncio.Protocol):
         self._parser_stale = False
         self._on_interim: InterimHandler | None = None
         self._unparsed_bytes = 0
+        self._upgrade = False        # the request asks to switch protocols (a WebSocket handshake)
+        self._early = b""            # bytes after a 101's head: the new protocol's first
 
     # --- the exchange, as the pool and the response see it -------------------------------------
 
     async def request(self, head: bytes, body: bytes | AsyncIterable[bytes] | None, length: int | None,
-                      is_head: bool, on_interim: InterimHandler | None = None) -> None:
+                      is_head: bool, on_interim: InterimHandler | None = None, upgrade: bool = False) -> None:
         """Send the request; return once the final response's status and headers are in.
 
-        `on_interim` is told of each 103 Early Hints answer that comes before the final one.
+        `on_interim` is told of each 103 Early Hints answer that comes before the final one. With
+        `upgrade` (a request that asks to switch protocols), a 101 is a final answer too: the
+        connection is then UPGRADED, its transport for the caller to take (`detach()`).
         """
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -262,6 +273,7 @@ class Connection(asyncio.Protocol):
         self._raw_left = 0
         self._unparsed_bytes = 0
         self._on_interim = on_interim
+        self._upgrade = upgrade
         self._state = AWAITING_HEAD
         self._spent = None
         self._is_head = is_head
@@ -520,6 +532,9 @@ class Connection(asyncio.Protocol):
             self._raw_body(data)
             return
         if state is not AWAITING_HEAD and state is not READING_BODY and state is not READING_TO_CLOSE:
+            if state is UPGRADED:
+                self._early += data       # the new protocol's, until the transport is taken
+                return
             # Bytes nobody asked for: they would become the next request's response.
             self._spend(Spent.STRAY_BYTES)
             if state is IDLE:
@@ -535,8 +550,10 @@ class Connection(asyncio.Protocol):
             self._unparsed_bytes += len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            if self._state is not COMPLETE:
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._state is AWAITING_HEAD and self._upgrade and self._parser.get_status_code() == 101:
+                self._switched(data[upgrade.args[0]:])
+            elif self._state is not COMPLETE:
                 self._fail(ProtocolError("the upstream switched protocols unasked"))
             else:
                 self._spend(Spent.STRAY_BYTES)
@@ -551,6 +568,27 @@ class Connection(asyncio.Protocol):
                 self._fail(ProtocolError(f"response head over {MAX_RESPONSE_HEADER_BYTES} bytes"))
             elif state is READING_BODY and self._unparsed_bytes > MAX_RESPONSE_HEADER_BYTES:
                 self._fail(ProtocolError(f"response trailers or chunk lines over {MAX_RESPONSE_HEADER_BYTES} bytes"))
+
+    def _switched(self, early: bytes) -> None:
+        """A 101 to a request that asked for it: nothing is read until the new owner takes the transport."""
+        self._state = UPGRADED
+        self._early = early
+        self._spend(Spent.SWITCHED)
+        self._transport.pause_reading()  # type: ignore[union-attr]  # data is arriving: still connected
+        self._wake()
+
+    def detach(self) -> tuple[asyncio.Transport, bytes] | None:
+        """An UPGRADED connection's transport and the bytes that came after the 101, for their new
+        owner; None if the upstream closed meanwhile. The pool forgets the connection."""
+        transport, self._transport = self._transport, None
+        early, self._early = self._early, b""
+        self._pool._connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._state is not UPGRADED or transport is None or transport.is_closing():
+            return None
+        return transport, early
 
     def _raw_body(self, data: bytes) -> None:
         self._last_activity = self._loop.time()
@@ -621,10 +659,13 @@ class Connection(asyncio.Protocol):
             self._fail(ProtocolError(f"response status {status} is outside 100-599"))
             raise _Stop()
         if status < 200:
-            # Interim answers: the final one follows (101 is refused). 103 Early Hints is passed on;
-            # 100 Continue is this hop's own business.
+            # Interim answers: the final one follows (a 101 ends the parse: see data_received).
+            # 103 Early Hints is passed on; 100 Continue is this hop's own business.
             if status == 103 and self._on_interim is not None:
                 self._on_interim(status, self._headers)
+            elif status == 101:
+                self.status = status
+                self.raw_headers = self._headers
             return
         headers = self._headers
         if self._head_bytes > MAX_RESPONSE_HEADER_BYTES and (
@@ -707,11 +748,11 @@ class Pool:
         return len(self._connections)
 
     async def request(self, head: bytes, body: bytes | AsyncIterable[bytes] | None, length: int | None,
-                      is_head: bool, on_interim: InterimHandler | None = None) -> Connection:
+                      is_head: bool, on_interim: InterimHandler | None = None, upgrade: bool = False) -> Connection:
         """Send a request on an idle connection or a new one; return it once the response head is in."""
         connection = self._take_idle() or await self._connect()
         try:
-            await connection.request(head, body, length, is_head, on_interim)
+            await connection.request(head, body, length, is_head, on_interim, upgrade)
         except BaseException:
             # An error, a failed request body, a cancellation: what is on the wire is unknown.
             connection.abort()
@@ -778,6 +819,8 @@ class Pool:
                 connection = await self._connector(factory, self.host, self.port, self._ssl, self._server_hostname)
         except TimeoutError:
             raise ConnectTimeout(f"no connection to {self.host}:{self.port} within {self._connect_timeout_s:g}s") from None
+        except ssl.SSLError as error:     # an OSError too: checked first
+            raise TLSError(f"TLS with {self.host}:{self.port} failed: {error.reason or error}") from error
         except OSError as error:
             raise ConnectError(f"cannot connect to {self.host}:{self.port}: {error.strerror or error}") from error
         return connection  # type: ignore[return-value]  # the protocol the factory made

@@ -14,6 +14,7 @@ releases anything itself.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from resilience.breaker import BreakerPermit, CircuitBreaker
@@ -71,6 +72,24 @@ class UpstreamLease:
         response, self.response = self.response, None
         if response is not None:
             response.finish(complete=False)
+
+    def take_upgraded(self) -> tuple[asyncio.Transport, bytes]:
+        """After a 101: the connection leaves for its tunnel, and the breaker counts the handshake a
+        success now (a tunnel may stay open for hours; a half-open breaker must not wait for it).
+        The bulkhead slot stays taken until close(), at the tunnel's end."""
+        response, self.response = self.response, None
+        assert response is not None and response.status == 101
+        try:
+            taken = response.take_transport(self.state.upstream.name)
+        except BaseException:
+            self.upstream_failed = True
+            raise
+        self.body_complete = True
+        permit, self._permit = self._permit, None
+        if permit is not None:
+            permit.record_success()
+            permit.release()
+        return taken
 
     def close(self) -> None:
         if self._closed:

@@ -19,6 +19,8 @@ from prometheus_client import (
 from prometheus_client import multiprocess
 
 DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A WebSocket stays open from a second to hours.
+WEBSOCKET_BUCKETS_S = (1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
 
 
 def multiprocess_dir() -> str | None:
@@ -64,6 +66,16 @@ class Metrics:
         # Which side of each route is the monolith, for queries that set new against legacy.
         self.route_legacy = Gauge("strangler_route_legacy_info", "1 for the upstream that is a route's legacy side.",
                                   ["route", "upstream"], registry=r, **live_max)
+        # --- WebSocket tunnels (websocket.py, tunnel.py) -------------------------------------------
+        self.websocket_connections = Gauge("strangler_websocket_connections", "Open WebSocket tunnels.",
+                                           ["route", "upstream"], registry=r, **live_sum)
+        self.websocket_duration = Histogram("strangler_websocket_duration_seconds",
+                                            "How long WebSocket tunnels stayed open.", ["route", "upstream"],
+                                            buckets=WEBSOCKET_BUCKETS_S, registry=r)
+        self.websocket_closed = Counter("strangler_websocket_closed_total",
+                                        "WebSocket tunnels ended, by why (tunnel.END_REASONS).",
+                                        ["route", "upstream", "reason"], registry=r)
+        # --- end of WebSocket tunnels ------------------------------------------------------------------
         # --- shadow traffic (route `shadow:` blocks) ---------------------------------------------------
         self.shadow_requests = Counter("strangler_shadow_requests_total",
                                        "Copies of requests sent to a shadow upstream, by what the comparison found.",

@@ -26,7 +26,8 @@ def default_admin_url(config_path: str) -> tuple[str, str | None]:
     address, token = found if found is not None else (Config().admin, None)
     host = "127.0.0.1" if address.host in ("0.0.0.0", "::", "") else address.host
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{address.port}", os.environ.get(TOKEN_ENV) or token
+    scheme = "https" if address.tls is not None else "http"     # admin.tls: checked against the system's CAs
+    return f"{scheme}://{host}:{address.port}", os.environ.get(TOKEN_ENV) or token
 
 
 def rollback_all(admin_url: str | None, config_path: str, reason: str, *, lift: bool) -> int:

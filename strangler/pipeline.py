@@ -17,7 +17,6 @@ from typing import Any
 
 from . import compose
 from .body import RequestBody
-from .config.model import Config
 from .errors import ClientDisconnected, NoRoute, ProxyError, Reason, ResponseAborted, UpstreamError
 from .forward import InterimHandler
 from .forwarder import Forwarder
@@ -27,16 +26,19 @@ from .headers import (
 )
 from .lease import UpstreamLease
 from .outcome import RequestTrace
-from .paths import normalize_path, strip_prefix
+from .paths import forwarded_path, normalize_path, path_forms
 from .problem import problem_body, problem_headers
 from .recorder import Recorder
 from .routing import REFUSED_METHODS, RequestHead, check_method
 from .runtime import Runtime
 from .shadow import start_copy
-from .tee import Copy
+from .tee import NO_COPY, Copy
 from .sticky import cohort_set_cookie, sticky_key
+from .tunnel import TUNNEL_EXTENSION
+from .websocket import add_handshake_headers, open_tunnel
 
 _BODYLESS_STATUS = frozenset({204, 304})
+_NO_EXTENSIONS: dict[str, Any] = {}
 
 
 async def handle(runtime: Runtime, scope: dict[str, Any], receive: Any, send: Any, trace: RequestTrace,
@@ -85,13 +87,19 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     if scope["method"] in REFUSED_METHODS:
         check_method(scope["method"])
     check_host(raw_headers, scope.get("http_version", "1.1"))
-    head = RequestHead(scope["method"], normalize_path(raw_path), raw_headers)
+    if runtime.keeps_encoded_slash:     # a second form of the path, only when a route keeps encoded slashes
+        forms = path_forms(raw_path)
+        head = RequestHead(scope["method"], forms.matched, raw_headers)
+    else:
+        forms = None
+        head = RequestHead(scope["method"], normalize_path(raw_path), raw_headers)
 
     route_rt = runtime.match(head)
     if route_rt is None:
         raise NoRoute(f"no route matches {head.method} {head.path}")
     route = route_rt.route
     trace.route = route.name
+    path = forwarded_path(head.path, forms, route) if forms is not None or route.strip_prefix else head.path
 
     framing = request_framing(raw_headers)
     max_body = route.max_body_bytes if route.max_body_bytes is not None else config.limits.max_body_bytes
@@ -121,9 +129,12 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
     else:
         assignment = route_rt.split.choose(None)
 
+    extensions = scope.get("extensions") or _NO_EXTENSIONS
+    tunnel = extensions.get(TUNNEL_EXTENSION)       # a WebSocket handshake's only: its 101 opens a tunnel
+    if tunnel is not None:
+        add_handshake_headers(upstream_headers)
     if framing.content_length is not None:
         upstream_headers.append((b"Content-Length", b"%d" % framing.content_length))
-    path = strip_prefix(head.path, route.match.path) if route.strip_prefix else head.path
     target = path + "?" + query.decode("latin-1") if query else path
 
     body = RequestBody(receive, framing, max_bytes=max_body, idle_timeout_s=config.limits.body_idle_timeout_s)
@@ -131,35 +142,45 @@ async def _proxy(runtime: Runtime, scope: dict[str, Any], receive: Any, send: An
         await body.read_small()
 
     forwarder = Forwarder(runtime, route_rt, head.method, target, upstream_headers, body, trace, recorder,
-                          _early_hints_relay(scope))
-    # A sampled request's copy runs beside this one; it only ever reads the answer streamed below.
-    copy = start_copy(runtime, route_rt, head.method, target, upstream_headers, body, assignment.upstream, trace,
-                      recorder)
+                          _early_hints_relay(scope, extensions))
+    if tunnel is not None:
+        forwarder.upgrade = True        # a 101 is an answer
+        copy = NO_COPY                  # a tunnel's bytes are no answer to compare
+    else:
+        # A sampled request's copy runs beside this one; it only ever reads the answer streamed below.
+        copy = start_copy(runtime, route_rt, head.method, target, upstream_headers, body, assignment.upstream,
+                          trace, recorder)
     try:
         lease = await forwarder.run(assignment.upstream)
-        secure = scope.get("scheme") == "https" or (trusted and head.header("x-forwarded-proto") == "https")
+        response = lease.response
+        assert response is not None
+        # The answer's headers: the upstream's (hop-by-hop out, and its X-Request-ID, which upstreams
+        # often echo: the client gets the one logged) and the proxy's own.
+        headers = client_response_headers(response.raw_headers, response.status)
+        if config.expose_headers:
+            headers.append((b"x-strangler-route", trace.route.encode()))
+            headers.append((b"x-strangler-upstream", trace.upstream.encode()))
+        headers.append((b"x-request-id", trace.request_id.encode()))
+        if trace.new_cohort is not None:
+            secure = scope.get("scheme") == "https" or (trusted and head.header("x-forwarded-proto") == "https")
+            headers.append((b"set-cookie", cohort_set_cookie(trace.new_cohort, secure)))
+        if tunnel is not None and response.status == 101:
+            open_tunnel(lease, tunnel, scope, headers, trace, recorder, config.limits)
+            return
         try:
-            await _stream(lease, head.method, config, send, receive, trace, secure, copy)
+            await _stream(lease, headers, head.method, send, receive, trace, copy)
         finally:
             lease.close()
     finally:
         copy.abandon()
 
 
-async def _stream(lease: UpstreamLease, method: str, config: Config, send: Any, receive: Any,
-                  trace: RequestTrace, secure: bool, copy: Copy) -> None:
+async def _stream(lease: UpstreamLease, headers: list[tuple[bytes, bytes]], method: str, send: Any, receive: Any,
+                  trace: RequestTrace, copy: Copy) -> None:
     """Send the upstream's answer; the lease learns whether it went out whole, or the upstream broke it."""
     response = lease.response
     assert response is not None
     status = response.status
-    # Upstreams often echo X-Request-ID: headers.py drops theirs, the client gets it once, as logged.
-    headers = client_response_headers(response.raw_headers, status)
-    if config.expose_headers:
-        headers.append((b"x-strangler-route", trace.route.encode()))
-        headers.append((b"x-strangler-upstream", trace.upstream.encode()))
-    headers.append((b"x-request-id", trace.request_id.encode()))
-    if trace.new_cohort is not None:
-        headers.append((b"set-cookie", cohort_set_cookie(trace.new_cohort, secure)))
     copy.head(trace.upstream, status, response.raw_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     trace.status = status
@@ -193,10 +214,9 @@ async def _stream(lease: UpstreamLease, method: str, config: Config, send: Any, 
             watcher.cancel()
 
 
-def _early_hints_relay(scope: dict[str, Any]) -> InterimHandler | None:
+def _early_hints_relay(scope: dict[str, Any], extensions: dict[str, Any]) -> InterimHandler | None:
     """Passes an upstream's 103 Early Hints on to the client, when the listener can send them."""
-    extensions = scope.get("extensions")
-    if extensions is None or EARLY_HINTS_EXTENSION not in extensions:
+    if EARLY_HINTS_EXTENSION not in extensions:
         return None
     return _EarlyHints(scope, extensions[EARLY_HINTS_EXTENSION]).relay
 

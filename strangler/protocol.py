@@ -8,12 +8,20 @@ A connection closed while the client is still sending (a refusal, a 413 or 408
 before the body was read) closes lingering: half-close after the answer, read
 the rest away for a while, then close. A plain close with unread bytes makes
 the kernel send a reset, which can destroy the answer before the client reads it.
+
+Upgrades are handled here, before uvicorn's own WebSocket protocols could take over and
+re-encode frames (the proxy runs uvicorn with `ws="none"`). llhttp stops at an upgrade
+request. A WebSocket handshake is served like any request, with TUNNEL_EXTENSION in its
+scope: the upstream's 101 opens a byte tunnel (tunnel.py) on this connection, any other
+answer ends it. Any other upgrade (h2c) is not taken: the request is served as HTTP/1.1
+and a new parser reads on, the request's body first when it has one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from http import HTTPStatus
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httptools
@@ -23,6 +31,7 @@ from .config.model import Limits
 from .errors import ProxyError, Reason
 from .headers import EARLY_HINTS_EXTENSION
 from .problem import problem_body, problem_headers
+from .tunnel import TUNNEL_EXTENSION, Tunnel
 
 
 
@@ -60,6 +69,9 @@ def listener_policy_of(app: Any) -> ListenerPolicy:
 # How long a lingering close reads what the client still sends before closing anyway.
 LINGER_S = 2.0
 _BODY_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+# Bytes a client may send after its WebSocket handshake before the answer (they are the tunnel's);
+# a client that sends more before it was answered is cut off.
+MAX_EARLY_TUNNEL_BYTES = 64 * 1024
 
 
 def _section_limit(limits: Limits) -> int:
@@ -96,6 +108,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering: asyncio.TimerHandle | None = None  # closes a lingering connection at last
         # Given to the app in each request's scope (one dict per connection, never changed).
         self._extensions = {EARLY_HINTS_EXTENSION: self._send_early_hints}
+        # Bytes after an upgrade request that no parser may read: a tunnel's first bytes, or bytes
+        # read away until the answer ends the connection. None: the parser reads everything.
+        self._held: bytearray | None = None
+        self._shutting_down = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -110,20 +126,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._pending_refusal is not None or self._lingering is not None:
             return      # the parser stopped at a bad request, or the answer is out: read away
+        if self._held is not None:
+            self._hold(data)
+            return
         self._unset_keepalive_if_required()
         self._unparsed_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            # Upgrades (h2c, websocket) are not forwarded; the app refuses what reaches it. The
-            # parser reads nothing after an upgrade request, so the connection ends with its answer
-            # (else requests pipelined behind it would go unanswered on a connection held open).
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()      # the app refuses the handshake: 403
-            elif self.cycle is not None and not self.cycle.response_complete:
-                self.cycle.keep_alive = False
-            elif not self.transport.is_closing():
-                self.transport.close()
+        except httptools.HttpParserUpgrade as upgrade:
+            self._after_upgrade_request(data[upgrade.args[0]:])
         except httptools.HttpParserError as error:
             refused = error.__context__ if isinstance(error.__context__, _Refused) else None
             if refused is None:
@@ -189,12 +200,105 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # Only requests with a body can leave bytes unread when their answer closes the connection.
             cycle.transport = _LingeringCloseTransport(self)
 
+    def _after_upgrade_request(self, rest: bytes) -> None:
+        """llhttp stopped after an upgrade request (`rest` is what came after it): a WebSocket
+        handshake may become a tunnel; any other upgrade is served as HTTP/1.1 and a new parser
+        reads on.
+
+        This runs in the same data_received as the request's head: its app has not started yet,
+        and self.cycle and self.scope are still this request's.
+        """
+        framing = _body_framing(self.headers) if self._declares_body else None
+        if self._declares_body and framing is None:
+            # Framing the pipeline refuses anyway (both headers, an unknown coding): answered, and
+            # the connection ends; llhttp's early end of the message stands (on_message_complete).
+            self.cycle.keep_alive = False
+            super().on_message_complete()
+            self._held = bytearray()
+            self._hold(rest)
+            return
+        if (framing is None and self.scope["method"] == "GET" and self.scope["http_version"] == "1.1"
+                and _asks_for_websocket(self.headers)):
+            # Its answer either opens the tunnel or is the last on this connection: bytes after
+            # the handshake are the tunnel's, never another request.
+            self.cycle.keep_alive = False
+            self.scope["extensions"] = {**self._extensions, TUNNEL_EXTENSION: self._open_tunnel}
+            self._held = bytearray()
+            self._hold(rest)
+            return
+        # Not taken (h2c and the like: the pipeline drops Upgrade as hop-by-hop): the connection goes
+        # on as HTTP/1.1, from the request's body, when it has one.
+        parser = httptools.HttpRequestParser(self if framing is None else _BodyAfterUpgrade(self))
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self.parser = parser
+        if framing is not None:
+            parser.feed_data(b"PUT / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
+        if rest:
+            self.data_received(rest)
+
+    def _hold(self, data: bytes) -> None:
+        held = self._held
+        assert held is not None
+        held += data
+        if len(held) > MAX_EARLY_TUNNEL_BYTES and not self.transport.is_closing():
+            self.transport.close()
+
+    def _open_tunnel(self, scope: dict[str, Any], headers: list[tuple[bytes, bytes]], upstream: asyncio.Transport,
+                     upstream_early: bytes, *, extensions: bool, idle_timeout_s: float, drain_timeout_s: float,
+                     on_end: Callable[[str], None]) -> bool:
+        """Answer the handshake 101 and hand this connection and `upstream` to a tunnel (TUNNEL_EXTENSION).
+
+        False when the client's side cannot take it (gone, answered otherwise): nothing was done,
+        and the caller still owns `upstream`. Once True, `on_end(reason)` is told when the tunnel ends.
+        """
+        cycle = self.cycle
+        transport = self.transport
+        held = self._held
+        if (cycle is None or cycle.scope is not scope or cycle.response_started or cycle.disconnected
+                or held is None or transport.is_closing() or self._lingering is not None):
+            return False
+        cycle.response_started = cycle.response_complete = True     # uvicorn sends nothing more for it
+        self._held = None
+        self._disarm_header_deadline()
+        self._unset_keepalive_if_required()
+        head = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        for name, value in headers:
+            head.append(name + b": " + value + b"\r\n")
+        head.append(b"\r\n")
+        transport.write(b"".join(head))
+        # The tunnel stands in for this protocol among uvicorn's connections: a SIGTERM reaches
+        # it (Tunnel.shutdown), and the server waits for it to end.
+        connections = self.connections
+
+        def ended(reason: str) -> None:
+            connections.discard(tunnel)
+            on_end(reason)
+
+        graceful_s = self.config.timeout_graceful_shutdown
+        if graceful_s is not None:
+            # Closed with its close frames a second before the server's own drain (--drain-timeout) ends.
+            drain_timeout_s = min(drain_timeout_s, max(graceful_s - 1.0, 0.0))
+        tunnel = Tunnel(transport, upstream, extensions=extensions, idle_timeout_s=idle_timeout_s,
+                        drain_timeout_s=drain_timeout_s, on_end=ended)
+        connections.discard(self)
+        connections.add(tunnel)
+        tunnel.start(bytes(held), upstream_early)
+        if self._shutting_down:
+            tunnel.shutdown()
+        return True
+
+    def shutdown(self) -> None:
+        self._shutting_down = True
+        super().shutdown()
+
     def on_body(self, body: bytes) -> None:
         self._unparsed_bytes = 0
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._unparsed_bytes = 0
+        if self._declares_body and self.parser.should_upgrade():
+            return      # llhttp's early end of an upgrade request: its body is read after (_after_upgrade_request)
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -291,6 +395,63 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         transport.write_eof()
         transport.resume_reading()              # uvicorn pauses reading while a body waits unread
         self._lingering = self.loop.call_later(LINGER_S, transport.close)
+
+
+def _asks_for_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
+    """`Upgrade: websocket` (with `Connection: upgrade`, which llhttp has checked)."""
+    return any(name == b"upgrade" and b"websocket" in [token.strip() for token in value.lower().split(b",")]
+               for name, value in headers)
+
+
+def _body_framing(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The one framing header of a body (`Content-Length: N` or `Transfer-Encoding: chunked`), else None."""
+    found = [(name, value.strip()) for name, value in headers if name in _BODY_FRAMING]
+    if len(found) != 1:
+        return None
+    name, value = found[0]
+    if name == b"content-length" and value.isdigit() and len(value) <= 18:
+        return b"Content-Length: " + value
+    if name == b"transfer-encoding" and value.lower() == b"chunked":
+        return b"Transfer-Encoding: chunked"
+    return None
+
+
+class _BodyAfterUpgrade:
+    """Parser callbacks for the body llhttp left behind an upgrade request, then the protocol's own.
+
+    The new parser is fed a head that frames the same body; its head is ignored, its body goes
+    to the request being served, and from the end of that message on every callback is the
+    protocol's.
+    """
+
+    __slots__ = ("_protocol", "_in_body")
+
+    def __init__(self, protocol: LimitedHttpToolsProtocol) -> None:
+        self._protocol = protocol
+        self._in_body = True
+
+    def on_message_begin(self) -> None:
+        if not self._in_body:
+            self._protocol.on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        if not self._in_body:
+            self._protocol.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_body:
+            self._protocol.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if not self._in_body:
+            self._protocol.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._protocol.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._protocol.on_message_complete()
 
 
 class _LingeringCloseTransport:

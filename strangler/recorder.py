@@ -57,6 +57,18 @@ class Recorder:
         if duration_s is not None:
             children.duration.observe(duration_s)
 
+    # --- WebSocket tunnels, after their 101 -------------------------------------------------------
+
+    def websocket_opened(self, route: str, upstream: str) -> None:
+        self.metrics.websocket_connections.labels(route, upstream).inc()
+
+    def websocket_closed(self, route: str, upstream: str, reason: str, duration_s: float) -> None:
+        """A tunnel ended: `reason` is one of tunnel.END_REASONS (protocol errors are counted there)."""
+        metrics = self.metrics
+        metrics.websocket_connections.labels(route, upstream).dec()
+        metrics.websocket_duration.labels(route, upstream).observe(duration_s)
+        metrics.websocket_closed.labels(route, upstream, reason).inc()
+
     # --- once it is over ----------------------------------------------------------------------------
 
     def finish(self, outcome: RequestOutcome, log_format: str | None) -> None:

@@ -60,6 +60,7 @@ class Runtime:
         self.upstreams = upstreams
         self.overlay = overlay
         self.table = RoutingTable(config.routes)
+        self.keeps_encoded_slash = any(route.encoded_slash == "keep" for route in config.routes)
         self._by_route = {route: routes[route.name] for route in config.routes}
         self.loaded_at = time.time()
 

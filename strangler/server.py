@@ -24,12 +24,14 @@ import uvicorn
 from .admin import Readiness, create_admin_app, dashboard_sources
 from .admin_guard import AdminGuard, admin_token
 from .app import ProxyApp
+from .config.model import ListenerTls
 from .control.api import controller_elsewhere_routes
 from .control.follower import ControlFollower
 from .control.plane import local_controller
 from .dashboard import Dashboard
 from .protocol import LimitedHttpToolsProtocol
 from .reload import ConfigHolder
+from .tls import ListenerCertificate
 
 log = logging.getLogger("strangler.server")
 
@@ -47,6 +49,12 @@ class ServeOptions:
     control_url: str | None = None      # follow this controller's shares instead of running the ramps here
     shutdown_delay_s: float = 0.0       # after SIGTERM: /health/ready says 503 this long, still serving
     state_dir: str | None = None        # in place of the config's state_dir
+    tls: ListenerTls | None = None          # the public listener's certificate (listen.tls)
+    admin_tls: ListenerTls | None = None    # the admin listener's (admin.tls)
+
+    def url(self, admin: bool = False) -> str:
+        host, port, tls = (self.admin_host, self.admin_port, self.admin_tls) if admin else (self.host, self.port, self.tls)
+        return f"{'https' if tls else 'http'}://{host}:{port}"
 
 
 class _AdminServer(uvicorn.Server):
@@ -56,19 +64,33 @@ class _AdminServer(uvicorn.Server):
         yield
 
 
+def tls_settings(tls: ListenerTls | None) -> dict[str, object]:
+    """uvicorn settings for a listener's TLS: a context whose certificate follows its files (tls.py)."""
+    return {} if tls is None else {"ssl_context_factory": ListenerCertificate(tls)}
+
+
 def proxy_uvicorn_config(app: object, host: str, port: int, log_level: str, graceful_timeout_s: float,
-                         **extra: object) -> uvicorn.Config:
+                         tls: ListenerTls | None = None, **extra: object) -> uvicorn.Config:
     return uvicorn.Config(
         app, host=host, port=port, log_level=log_level,
         http=LimitedHttpToolsProtocol, loop="uvloop", lifespan="on",
+        # WebSockets are tunnelled byte for byte by protocol.py; uvicorn's own would re-encode frames.
+        ws="none",
         # The upstream's Date and Server go out as they are; uvicorn's would duplicate them.
         server_header=False, date_header=False,
         # X-Forwarded-* are the proxy's business (trusted_proxies), never uvicorn's.
         proxy_headers=False, forwarded_allow_ips="",
         access_log=False, timeout_graceful_shutdown=graceful_timeout_s, backlog=2048,
         timeout_keep_alive=15,
+        **tls_settings(tls),
         **extra,
     )
+
+
+def admin_uvicorn_config(app: object, options: ServeOptions) -> uvicorn.Config:
+    return uvicorn.Config(app, host=options.admin_host, port=options.admin_port, log_level=options.log_level,
+                          lifespan="off", access_log=False, server_header=False, ws="none",
+                          **tls_settings(options.admin_tls))
 
 
 class DrainingServer(uvicorn.Server):
@@ -149,16 +171,15 @@ async def serve(options: ServeOptions, holder: ConfigHolder) -> None:
     app = ProxyApp(holder, watch=options.watch)
     readiness = Readiness()
     proxy = DrainingServer(proxy_uvicorn_config(app, options.host, options.port, options.log_level,
-                                                options.graceful_timeout_s), readiness, options.shutdown_delay_s)
+                                                options.graceful_timeout_s, options.tls),
+                           readiness, options.shutdown_delay_s)
     admin_app, control_loop = control_plane(options, holder, readiness)
-    admin = _AdminServer(uvicorn.Config(admin_app, host=options.admin_host, port=options.admin_port,
-                                        log_level=options.log_level, lifespan="off", access_log=False,
-                                        server_header=False))
+    admin = _AdminServer(admin_uvicorn_config(admin_app, options))
     admin_task = asyncio.create_task(admin.serve())
     control_task = asyncio.create_task(control_loop)
     runtime = holder.runtime
-    log.info("strangler.started listen=http://%s:%d admin=http://%s:%d config=%s version=%s control=%s",
-             options.host, options.port, options.admin_host, options.admin_port, options.config_path,
+    log.info("strangler.started listen=%s admin=%s config=%s version=%s control=%s",
+             options.url(), options.url(admin=True), options.config_path,
              runtime.config.sha256 if runtime else None, options.control_url or "in-process")
     try:
         await proxy.serve()

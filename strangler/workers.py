@@ -36,7 +36,7 @@ from .health import check_upstreams_forever
 from .logs import configure_logging
 from .metrics import Metrics
 from .reload import ConfigHolder
-from .server import ServeOptions, control_plane, proxy_uvicorn_config
+from .server import ServeOptions, admin_uvicorn_config, control_plane, proxy_uvicorn_config
 
 log = logging.getLogger("strangler.workers")
 CONFIG_ENV = "STRANGLER_CONFIG"
@@ -108,7 +108,7 @@ def run_workers(options: ServeOptions, workers: int) -> int:
     holder = ConfigHolder(options.config_path, Metrics(), state_dir=options.state_dir)
     holder.reload()
     config = proxy_uvicorn_config("strangler.workers:worker_app", options.host, options.port, options.log_level,
-                                  options.graceful_timeout_s, factory=True, workers=workers)
+                                  options.graceful_timeout_s, options.tls, factory=True, workers=workers)
     socket = config.bind_socket()
     # uvicorn only binds; until a worker has started, connections would be refused while
     # /health/ready already says 200. Listening now queues them in the backlog instead.
@@ -120,8 +120,8 @@ def run_workers(options: ServeOptions, workers: int) -> int:
                                             on_reload=lambda: supervisor.signal_workers(signal.SIGUSR1))
     admin = _AdminThread(options, holder, admin_app, control_loop)
     admin.start()
-    log.info("strangler.started listen=http://%s:%d admin=http://%s:%d workers=%d config=%s",
-             options.host, options.port, options.admin_host, options.admin_port, workers, options.config_path)
+    log.info("strangler.started listen=%s admin=%s workers=%d config=%s",
+             options.url(), options.url(admin=True), workers, options.config_path)
     try:
         supervisor.run()
     finally:
@@ -138,9 +138,7 @@ class _AdminThread:
                  control_loop: Coroutine[Any, Any, None]) -> None:
         self.holder = holder
         self.control_loop = control_loop
-        self.server = uvicorn.Server(uvicorn.Config(app, host=options.admin_host, port=options.admin_port,
-                                                    log_level=options.log_level, lifespan="off",
-                                                    access_log=False, server_header=False))
+        self.server = uvicorn.Server(admin_uvicorn_config(app, options))
         self.thread = threading.Thread(target=self._run, name="strangler-admin", daemon=True)
 
     def _run(self) -> None:

@@ -1,4 +1,4 @@
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from legacy_monolith.orders import views
 
@@ -9,6 +9,7 @@ urlpatterns = [
     Route("/new/", views.order_create, methods=["GET", "POST"], name="order-create"),
     Route("/export.csv", views.order_export, name="order-export"),
     Route("/{order_id:int}/", views.order_detail, name="order-detail"),
+    WebSocketRoute("/{order_id:int}/live/", views.order_status_live, name="order-live"),
 ]
 
 api_urlpatterns = [

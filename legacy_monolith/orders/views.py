@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.websockets import WebSocket
 
 from legacy_monolith import csrf
 from legacy_monolith.db import Database
@@ -21,6 +23,8 @@ from legacy_monolith.shortcuts import (
 )
 
 EXPORT_BATCH_ROWS = 20
+# How often a live order page's socket looks for a new status (the demo's scale: a few watchers).
+LIVE_STATUS_POLL_S = 1.0
 EXPORT_COLUMNS = ("order_id", "created_at", "customer_email", "status", "sku", "quantity", "unit_price_cents")
 
 
@@ -134,3 +138,37 @@ async def api_order_create(request: Request) -> Response:
     request.app.state.relay.wake()      # its events go to the services now, not at the next tick
     location = build_absolute_uri(request, f"/api/orders/{order['id']}/")
     return json_response(order, status=201, headers={"Location": location})
+
+
+async def order_status_live(websocket: WebSocket) -> None:
+    """Order status notifications over a WebSocket: the status now, then each change, as JSON.
+
+    For the order's customer and staff, as the order page; anyone else is refused at the
+    handshake (403). The order page opens it to show its status live.
+    """
+    user = websocket.scope.get("user")
+    order_id = websocket.path_params["order_id"]
+    db = database(websocket)  # type: ignore[arg-type]  # a WebSocket has the app too
+    try:
+        order = await run_in_threadpool(models.get_order, db, order_id)
+    except models.UnknownOrder:
+        order = None
+    if user is None or order is None or (not user["is_staff"] and order["customer_email"] != user["email"]):
+        await websocket.close(code=1008)        # before accepting: the handshake is answered 403
+        return
+    await websocket.accept()
+    incoming = asyncio.ensure_future(websocket.receive())    # the client says nothing; only its close matters
+    sent = None
+    try:
+        while True:
+            if order["status"] != sent:
+                sent = order["status"]
+                await websocket.send_json({"order_id": order_id, "status": sent})
+            done, _ = await asyncio.wait({incoming}, timeout=LIVE_STATUS_POLL_S)
+            if done:
+                if incoming.result()["type"] == "websocket.disconnect":
+                    return
+                incoming = asyncio.ensure_future(websocket.receive())
+            order = await run_in_threadpool(models.get_order, db, order_id)
+    finally:
+        incoming.cancel()

@@ -15,7 +15,7 @@ from .source import Node, SourceError, read_tree
 __all__ = ["ConfigError", "Problem", "load_admin", "load_config", "parse_config"]
 
 TOP_KEYS = ("version", "listen", "admin", "upstreams", "defaults", "routes", "trusted_proxies",
-            "expose_headers", "limits", "access_log", "state_dir")
+            "expose_headers", "limits", "access_log", "state_dir", "paths")
 DEFAULTS_KEYS = ("retry", "circuit_breaker", "sticky")
 _WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -86,6 +86,9 @@ def _config(r: Reader, root: Node) -> Config:
     known = sections.upstreams(r, fields["upstreams"], "upstreams") if "upstreams" in fields else {}
     legacy = sections.legacy_upstream(r, fields["upstreams"], "upstreams") if "upstreams" in fields else None
     defaults = _defaults(r, fields["defaults"]) if "defaults" in fields else routes.Defaults()
+    encoded_slash = sections.paths(r, fields["paths"], "paths") if "paths" in fields else None
+    if encoded_slash is not None:
+        defaults = dataclasses.replace(defaults, encoded_slash=encoded_slash)
     read: list[routes.ReadRoute] = []
     if "routes" in fields:
         read = routes.routes(r, fields["routes"], "routes", known, defaults, legacy)
@@ -104,6 +107,7 @@ def _config(r: Reader, root: Node) -> Config:
         limits=sections.limits(r, fields["limits"], "limits") if "limits" in fields else default.limits,
         access_log=sections.access_log(r, fields["access_log"], "access_log")
         if "access_log" in fields else default.access_log,
+        encoded_slash=defaults.encoded_slash,
         admin_token=sections.admin_token(r, fields["admin"], "admin") if "admin" in fields else None,
         state_dir=_state_dir(r, fields["state_dir"]) if "state_dir" in fields else default.state_dir,
         warnings=(*r.warnings, *routes.shadowing(r, read), *shadow.warnings(r, read)),

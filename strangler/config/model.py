@@ -17,14 +17,34 @@ MAX_REPLAY_BODY_BYTES = 64 * 1024
 MAX_PART_BODY_BYTES = 1024 * 1024     # a composite part's answer body, by default
 
 StickyKind = Literal["cohort", "cookie", "header", "client-ip", "none"]
+# What a path with an encoded slash (%2F) gets: 400, or matched with %2F inside its segment and forwarded as sent.
+EncodedSlash = Literal["reject", "keep"]
 OnBreach = Literal["rollback", "hold"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenerTls:
+    """A listener's certificate chain and key (PEM files), read again when they change on disk."""
+
+    cert: str                      # paths as resolved against the config file's directory
+    key: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Address:
     host: str
     port: int
+    tls: ListenerTls | None = None     # None: plain HTTP
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamTls:
+    """How an https:// upstream's certificate is checked."""
+
+    ca_file: str | None = None     # None: the system's CA store
+    server_name: str | None = None  # SNI and the name checked; None: the url's host
+    verify: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +62,7 @@ class Upstream:
     timeout_s: float = 30.0        # longest wait for the upstream's next bytes
     max_concurrent: int = 256      # bulkhead
     health: HealthCheck | None = None
+    tls: UpstreamTls = UpstreamTls()   # used by https:// urls only
     role: Literal["legacy"] | None = None   # the monolith: where "back to legacy" sends traffic
 
 
@@ -139,6 +160,7 @@ class Route:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     max_body_bytes: int | None = None               # None: limits.max_body_bytes
+    encoded_slash: EncodedSlash = "reject"          # its own paths.encoded_slash, else the top-level one
     shadow: Shadow | None = None                    # copies of sampled requests, compared
     ramp: Ramp | None = None
     compose: tuple[Part, ...] = ()                  # a composite route's parts (its split is then empty)
@@ -164,6 +186,8 @@ class Limits:
     header_timeout_s: float = 10.0
     body_idle_timeout_s: float = 30.0
     max_concurrent_requests: int = 4096
+    websocket_idle_timeout_s: float = 3600.0        # a tunnel with no bytes either way for this long is closed
+    websocket_drain_timeout_s: float = 5.0          # after SIGTERM, open tunnels are closed (1001) after this
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +207,7 @@ class Config:
     expose_headers: bool = True
     limits: Limits = Limits()
     access_log: AccessLog = AccessLog()
+    encoded_slash: EncodedSlash = "reject"          # paths.encoded_slash: every route's unless it sets its own
     admin_token: str | None = None  # admin.token; STRANGLER_ADMIN_TOKEN, when set, takes its place
     state_dir: str = "var/strangler"   # ramp progress and roll back all; relative to the config file's folder
     source: str = "<string>"        # file name as given, for messages

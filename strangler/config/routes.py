@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from . import compose, ramps, sections, values
 from .shadow import shadow
-from .model import BreakerPolicy, Match, RetryPolicy, Route, Sticky
+from .model import BreakerPolicy, EncodedSlash, Match, RetryPolicy, Route, Sticky
 from .reader import Fields, Reader, join
 from .source import Node
 from .template import parse_path_template
 
 ROUTE_KEYS = ("name", "match", "split", "to", "fallback", "sticky", "strip_prefix", "timeout",
-              "retry", "circuit_breaker", "max_body_size", "shadow", "ramp", "compose")
+              "retry", "circuit_breaker", "max_body_size", "shadow", "ramp", "compose", "paths")
 MATCH_KEYS = ("path", "methods", "headers", "host")
 BUCKETS_PER_PERCENT = 100  # 10,000 buckets: a split can say 0.01% and no finer
 
@@ -24,6 +24,7 @@ class Defaults:
     retry: RetryPolicy = RetryPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
     sticky: Sticky = Sticky()
+    encoded_slash: EncodedSlash = "reject"     # the top-level paths.encoded_slash
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,8 @@ def _route(r: Reader, node: Node, path: str, known: Mapping[str, object], defaul
         if "retry" in fields else defaults.retry,
         "breaker": sections.breaker(r, fields["circuit_breaker"], join(path, "circuit_breaker"), defaults.breaker)
         if "circuit_breaker" in fields else defaults.breaker,
+        "encoded_slash": sections.paths(r, fields["paths"], join(path, "paths"))
+        if "paths" in fields else defaults.encoded_slash,
     }
     if "fallback" in fields:
         route["fallback"] = upstream_ref(r, fields["fallback"], join(path, "fallback"), known)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import ssl
+from pathlib import Path
 from typing import TypeVar
 
 from . import values
-from .model import AccessLog, Address, BreakerPolicy, HealthCheck, IPNetwork, Limits, RetryPolicy, Upstream
+from .model import (
+    AccessLog, Address, BreakerPolicy, EncodedSlash, HealthCheck, IPNetwork, Limits, ListenerTls, RetryPolicy,
+    Upstream, UpstreamTls,
+)
 from .reader import Reader, describe, join
 from .source import Node
 
@@ -14,8 +19,9 @@ P = TypeVar("P", RetryPolicy, BreakerPolicy)
 
 RETRY_KEYS = ("attempts", "backoff", "retry_on", "methods", "budget")
 BREAKER_KEYS = ("failure_threshold", "recovery_timeout", "success_threshold")
-UPSTREAM_KEYS = ("url", "connect_timeout", "timeout", "max_concurrent", "health", "role")
-ADMIN_KEYS = ("host", "port", "token")
+UPSTREAM_KEYS = ("url", "connect_timeout", "timeout", "max_concurrent", "health", "tls", "role")
+LISTEN_KEYS = ("host", "port", "tls")
+ADMIN_KEYS = ("host", "port", "tls", "token")
 ROLES = ("legacy",)
 # YAML key -> (Limits field, kind of value)
 LIMIT_FIELDS = {
@@ -26,13 +32,16 @@ LIMIT_FIELDS = {
     "header_timeout": ("header_timeout_s", "duration"),
     "body_idle_timeout": ("body_idle_timeout_s", "duration"),
     "max_concurrent_requests": ("max_concurrent_requests", "count"),
+    "websocket_idle_timeout": ("websocket_idle_timeout_s", "duration"),
+    "websocket_drain_timeout": ("websocket_drain_timeout_s", "duration"),
 }
 _RETRY_ON = "expected connect-error, timeout or a status from 500 to 599"
 
 
-def address(r: Reader, node: Node, path: str, default: Address, keys: tuple[str, ...] = ("host", "port")) -> Address:
+def address(r: Reader, node: Node, path: str, default: Address, keys: tuple[str, ...] = LISTEN_KEYS) -> Address:
     fields = r.mapping(node, path, keys) or {}
     host, port = default.host, default.port
+    tls = _listener_tls(r, fields["tls"], join(path, "tls")) if "tls" in fields else None
     if "host" in fields:
         found_host = r.string(fields["host"], join(path, "host"))
         if found_host is not None and not found_host.strip():
@@ -41,7 +50,68 @@ def address(r: Reader, node: Node, path: str, default: Address, keys: tuple[str,
     if "port" in fields:
         found = r.integer(fields["port"], join(path, "port"), 0, 65535, what="a port")
         port = port if found is None else found
-    return Address(host=host, port=port)
+    return Address(host=host, port=port, tls=tls)
+
+
+def _listener_tls(r: Reader, node: Node, path: str) -> ListenerTls | None:
+    fields = r.mapping(node, path, ("cert", "key"))
+    if fields is None:
+        return None
+    cert_node, key_node = r.require(fields, "cert", node, path), r.require(fields, "key", node, path)
+    cert = _readable_file(r, cert_node, join(path, "cert")) if cert_node else None
+    key = _readable_file(r, key_node, join(path, "key")) if key_node else None
+    if cert is None or key is None:
+        return None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as error:
+        r.problem(cert_node, join(path, "cert"), "cannot use this certificate with its key (expected a PEM "
+                  f"certificate chain and the PEM private key that matches it): {_ssl_reason(error)}")
+        return None
+    return ListenerTls(cert=cert, key=key)
+
+
+def _upstream_tls(r: Reader, node: Node, path: str) -> UpstreamTls | None:
+    fields = r.mapping(node, path, ("ca_file", "server_name", "verify"))
+    if fields is None:
+        return None
+    settings: dict[str, object] = {}
+    if "ca_file" in fields:
+        settings["ca_file"] = ca_file = _readable_file(r, fields["ca_file"], join(path, "ca_file"))
+        if ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=ca_file)
+            except (ssl.SSLError, OSError) as error:
+                r.problem(fields["ca_file"], join(path, "ca_file"), f"not a PEM file of CA certificates: "
+                          f"{_ssl_reason(error)}")
+                settings["ca_file"] = None
+    if "server_name" in fields:
+        settings["server_name"] = r.text(fields["server_name"], join(path, "server_name"), values.host)
+    if "verify" in fields:
+        settings["verify"] = r.boolean(fields["verify"], join(path, "verify"))
+    if None in settings.values():
+        return None
+    return UpstreamTls(**settings)  # type: ignore[arg-type]
+
+
+def _readable_file(r: Reader, node: Node, path: str) -> str | None:
+    """A file name, resolved against the config file's directory, that can be read now."""
+    name = r.string(node, path)
+    if name is None:
+        return None
+    base = Path(r.source).parent if not r.source.startswith("<") else Path.cwd()
+    resolved = base / Path(name).expanduser()
+    try:
+        with open(resolved, "rb"):
+            pass
+    except OSError as error:
+        r.problem(node, path, f"cannot read '{resolved}': {error.strerror or error}")
+        return None
+    return str(resolved)
+
+
+def _ssl_reason(error: BaseException) -> str:
+    return getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
 
 
 def admin_token(r: Reader, node: Node, path: str) -> str | None:
@@ -95,6 +165,10 @@ def _upstream(r: Reader, name: str, node: Node, path: str) -> Upstream | None:
         settings["max_concurrent"] = r.integer(fields["max_concurrent"], join(path, "max_concurrent"), 1)
     if "health" in fields:
         settings["health"] = _health(r, fields["health"], join(path, "health"))
+    if "tls" in fields:
+        settings["tls"] = _upstream_tls(r, fields["tls"], join(path, "tls"))
+        if url is not None and not url.startswith("https://"):
+            r.problem(fields.key_nodes["tls"], join(path, "tls"), "tls applies to https:// upstreams only")
     if "role" in fields:
         settings["role"] = r.choice(fields["role"], join(path, "role"), ROLES)
     if url is None or None in settings.values():
@@ -206,6 +280,14 @@ def limits(r: Reader, node: Node, path: str) -> Limits:
         else:
             changes[field] = r.integer(value, join(path, key), 1)
     return dataclasses.replace(Limits(), **{k: v for k, v in changes.items() if v is not None})
+
+
+def paths(r: Reader, node: Node, path: str) -> EncodedSlash | None:
+    """The encoded-slash policy of `paths: {encoded_slash: reject|keep}` (None when it is wrong)."""
+    fields = r.mapping(node, path, ("encoded_slash",)) or {}
+    if "encoded_slash" not in fields:
+        return "reject"
+    return r.choice(fields["encoded_slash"], join(path, "encoded_slash"), ("reject", "keep"))  # type: ignore[return-value]
 
 
 def access_log(r: Reader, node: Node, path: str) -> AccessLog:

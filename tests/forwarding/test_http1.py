@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from strangler import forward, http1
+from strangler import http1
 from strangler.body import BodyTooLarge
-from strangler.config.model import Upstream
+from strangler.config.model import Upstream, UpstreamTls
 from strangler.errors import ClientDisconnected, Reason, UpstreamError
 from strangler.forward import UpstreamClient
 
@@ -149,8 +149,10 @@ async def upstreams() -> AsyncIterator[Callable[..., Awaitable[Script]]]:
 async def clients() -> AsyncIterator[Callable[..., UpstreamClient]]:
     made: list[UpstreamClient] = []
 
-    def make(url: str, *, timeout_s: float = 5.0, connect_timeout_s: float = 2.0) -> UpstreamClient:
-        client = UpstreamClient(Upstream(name="up", url=url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s))
+    def make(url: str, *, timeout_s: float = 5.0, connect_timeout_s: float = 2.0,
+             tls: UpstreamTls = UpstreamTls()) -> UpstreamClient:
+        client = UpstreamClient(Upstream(name="up", url=url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s,
+                                         tls=tls))
         made.append(client)
         return client
 
@@ -436,6 +438,22 @@ async def test_garbage_is_a_protocol_error(upstreams, clients, response):
     await wait_for(lambda: up.closed == [1])
 
 
+async def test_a_101_to_a_request_that_asked_hands_the_connection_over(upstreams, clients):
+    """A WebSocket handshake's 101: the head is the answer, the bytes after it are the new protocol's,
+    and the transport leaves the pool for its new owner; the upstream sees the owner's bytes."""
+    switched = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    up = await upstreams(answer(switched + b"\x81\x02hi"))
+    client = clients(up.url)
+    response = await client.send("GET", "/ws", [*HOST, (b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")],
+                                 None, upgrade=True)
+    assert response.status == 101 and (b"Upgrade", b"websocket") in response.raw_headers
+    transport, early = response.take_transport("up")
+    assert early == b"\x81\x02hi" and client.in_flight == 0
+    assert client._pool is not None and client._pool.open_count == client._pool.idle_count == 0
+    transport.close()
+    await wait_for(lambda: up.closed == [1])
+
+
 async def test_an_unconsumed_body_pauses_reading(upstreams, clients):
     size = 16 * 1024 * 1024
     up = await upstreams(answer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size, b"x" * size))
@@ -706,7 +724,7 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-async def test_https_upstreams_verify_the_certificate(tmp_path, clients, monkeypatch):
+async def test_https_upstreams_verify_the_certificate(tmp_path, clients):
     cert, key = _self_signed(tmp_path)
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
@@ -726,11 +744,17 @@ async def test_https_upstreams_verify_the_certificate(tmp_path, clients, monkeyp
     try:
         with pytest.raises(UpstreamError) as caught:        # not trusted by the default context
             await clients(f"https://localhost:{port}").send("GET", "/", HOST, None)
-        assert caught.value.reason is Reason.CONNECT_ERROR
-        trusting = ssl.create_default_context(cafile=str(cert))
-        monkeypatch.setattr(forward.ssl, "create_default_context", lambda: trusting)
-        response, body = await fetch(clients(f"https://localhost:{port}"))
+        assert caught.value.reason is Reason.TLS_ERROR and not caught.value.reached_upstream
+        response, body = await fetch(clients(f"https://localhost:{port}", tls=UpstreamTls(ca_file=str(cert))))
         assert (response.status, body) == (200, b"ok")
+        # By IP, with the name the certificate carries set explicitly (SNI and the name checked).
+        by_ip = clients(f"https://127.0.0.1:{port}", tls=UpstreamTls(ca_file=str(cert), server_name="localhost"))
+        assert (await fetch(by_ip))[1] == b"ok"
+        with pytest.raises(UpstreamError) as caught:        # the certificate does not name the IP
+            await clients(f"https://127.0.0.1:{port}", tls=UpstreamTls(ca_file=str(cert))).send("GET", "/", HOST, None)
+        assert caught.value.reason is Reason.TLS_ERROR
+        unchecked = clients(f"https://127.0.0.1:{port}", tls=UpstreamTls(verify=False))
+        assert (await fetch(unchecked))[1] == b"ok"
     finally:
         server.close()
 

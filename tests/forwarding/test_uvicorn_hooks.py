@@ -22,11 +22,12 @@ UVICORN = ast.parse(inspect.getsource(httptools_impl))
 
 # What protocol.py relied on when this test was written; the reading below must find these at least.
 KNOWN_HOOKS = {
-    "_unset_keepalive_if_required", "_should_upgrade", "handle_websocket_upgrade", "connection_made",
-    "connection_lost", "on_message_begin", "on_url", "on_header", "on_headers_complete", "on_body",
-    "on_message_complete", "on_response_complete",
+    "_unset_keepalive_if_required", "connection_made", "connection_lost", "on_message_begin", "on_url", "on_header",
+    "on_headers_complete", "on_body", "on_message_complete", "on_response_complete", "shutdown",
 }
-KNOWN_ATTRIBUTES = {"cycle", "pipeline", "parser", "transport", "loop", "client"}
+# `parser` is replaced after an upgrade request (uvicorn's callbacks must read the new one);
+# `connections` takes a WebSocket tunnel in the protocol's place.
+KNOWN_ATTRIBUTES = {"cycle", "pipeline", "parser", "transport", "loop", "client", "headers", "scope", "connections"}
 KNOWN_CYCLE_FIELDS = {
     "response_complete", "response_started", "keep_alive", "transport", "disconnected", "message_event", "more_body",
 }
@@ -48,13 +49,16 @@ def methods(cls: ast.ClassDef) -> set[str]:
 
 
 def inherited_names_used() -> set[str]:
-    """What LimitedHttpToolsProtocol calls through super() or reads on self without defining it."""
+    """What LimitedHttpToolsProtocol calls through super(), reads on self without defining it, or
+    replaces on self while uvicorn's own methods read it."""
     ours = class_node(OURS, "LimitedHttpToolsProtocol")
     via_super = {node.attr for node in ast.walk(ours) if isinstance(node, ast.Attribute)
                  and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
                  and node.value.func.id == "super"}
-    own = methods(ours) | self_attributes(ours, stored=True)
-    return via_super | (self_attributes(ours, stored=False) - own)
+    theirs = self_attributes(class_node(UVICORN, "HttpToolsProtocol"), stored=True)
+    stored = self_attributes(ours, stored=True)
+    own = methods(ours) | (stored - theirs)
+    return via_super | (self_attributes(ours, stored=False) - own) | (stored & theirs)
 
 
 def cycle_fields_used() -> set[str]:
@@ -95,3 +99,33 @@ def test_the_cycle_uses_no_more_of_its_transport_than_the_lingering_close_wrappe
     called = {node.attr for node in ast.walk(cycle) if isinstance(node, ast.Attribute)
               and isinstance(node.value, ast.Attribute) and node.value.attr == "transport"}
     assert called and sorted(called - methods(class_node(OURS, "_LingeringCloseTransport"))) == []
+
+
+def test_uvicorn_without_its_websocket_protocols_serves_an_upgrade_request_as_http() -> None:
+    """server.py runs uvicorn with ws="none": then an upgrade request gets a cycle like any other,
+    and protocol.py decides what becomes of the connection."""
+    import uvicorn
+
+    config = uvicorn.Config(lambda scope, receive, send: None, ws="none")
+    config.load()
+    assert config.ws_protocol_class is None
+    uvicorn_class = class_node(UVICORN, "HttpToolsProtocol")
+    should = next(node for node in uvicorn_class.body if isinstance(node, ast.FunctionDef)
+                  and node.name == "_should_upgrade_to_ws")
+    assert "ws_protocol_class" in ast.unparse(should)
+
+
+def test_the_server_shuts_down_and_waits_for_whatever_is_in_its_connections() -> None:
+    """A tunnel stands in for its protocol in server_state.connections: uvicorn calls its
+    shutdown() on SIGTERM and waits until it has left the set."""
+    from uvicorn import server
+
+    source = inspect.getsource(server.Server.shutdown) + inspect.getsource(server.Server._wait_tasks_to_complete)
+    assert "connection.shutdown()" in source and "while self.server_state.connections" in source
+
+
+def test_listeners_can_be_given_an_ssl_context_factory() -> None:
+    """server.py passes tls.ListenerCertificate as uvicorn's ssl_context_factory."""
+    import uvicorn
+
+    assert "ssl_context_factory" in inspect.signature(uvicorn.Config).parameters

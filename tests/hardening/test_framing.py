@@ -276,17 +276,30 @@ def test_slowloris_headers_behind_a_slow_request_get_408(edge: Edge, test_id: st
     assert [seen.test_id for seen in edge.reached(test_id)] == [test_id]
 
 
-def test_an_upgrade_is_not_forwarded_and_ends_the_connection(edge: Edge, test_id: str):
-    # llhttp stops reading at an upgrade request; uvicorn would then hold the connection open with
-    # anything pipelined behind it unread. The proxy answers it as plain HTTP and closes.
+def test_an_h2c_upgrade_is_served_as_http_1_1_and_the_connection_stays_usable(edge: Edge, test_id: str):
+    # What curl --http2 sends on http://. llhttp stops reading at an upgrade request; the proxy
+    # reads on with a new parser, so the request behind it (pipelined here) is answered too.
     data = _get(f"/a/{test_id}", test_id, "Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c",
                 "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA") + _get(f"/b/{test_id}-behind", f"{test_id}-behind")
-    conversation = converse(edge.port, data)
-    assert conversation.statuses == [200]
-    assert conversation.closed
-    [seen] = edge.reached(test_id)
+    conversation = converse(edge.port, data, expect=2)
+    assert conversation.statuses == [200, 200]
+    assert not conversation.closed
+    assert [response.header("x-echo-id") for response in conversation.responses] == [test_id, f"{test_id}-behind"]
+    [seen] = [seen for seen in edge.reached(test_id) if seen.test_id == test_id]
     for name in ("upgrade", "http2-settings", "connection"):
         assert not seen.values(name), f"{name} reached the upstream"
+
+
+def test_after_an_h2c_upgrade_a_second_request_on_the_same_connection_is_answered(edge: Edge, test_id: str):
+    """Request, answer, then the next request on the same connection, as a keep-alive client sends them."""
+    with RawConnection(edge.port) as connection:
+        connection.send(_get(f"/a/{test_id}", test_id, "Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c",
+                             "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA"))
+        first = connection.read_response()
+        connection.send(_get(f"/b/{test_id}-2", f"{test_id}-2"))
+        second = connection.read_response()
+    assert (first.status, second.status) == (200, 200)
+    assert first.header("connection") is None and second.header("x-echo-id") == f"{test_id}-2"
 
 
 def test_a_request_line_without_version_0_9_style_is_not_smuggled(edge: Edge, test_id: str):
@@ -306,19 +319,29 @@ def test_a_request_line_of_another_http_version_gets_505_and_reaches_no_upstream
     assert edge.reached(test_id) == []
 
 
-def test_a_websocket_handshake_is_refused_not_forwarded(edge: Edge, test_id: str):
-    data = _get(f"/a/{test_id}", test_id, "Connection: Upgrade", "Upgrade: websocket",
-                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13")
+def test_a_websocket_handshake_answered_200_passes_through_and_ends_the_connection(edge: Edge, test_id: str):
+    # The handshake is forwarded with its upgrade fields; an upstream that answers 200 instead of
+    # 101 has its answer passed on as it is, and bytes after the handshake are never a request.
+    data = _get(f"/a/{test_id}", test_id, "Connection: keep-alive, Upgrade, X-Named", "Upgrade: websocket",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13", "X-Named: 1")
     conversation = converse(edge.port, data + _get(f"/b/{test_id}-behind", f"{test_id}-behind"))
-    assert conversation.statuses == [403]
+    assert conversation.statuses == [200]
+    assert conversation.responses[0].header("x-echo-id") == test_id
     assert conversation.closed
-    assert edge.reached(test_id) == []
+    [seen] = edge.reached(test_id)
+    assert (seen.values("connection"), seen.values("upgrade")) == ([b"Upgrade"], [b"websocket"])
+    assert seen.values("sec-websocket-key") == [b"dGhlIHNhbXBsZSBub25jZQ=="] and not seen.values("x-named")
 
 
-def test_an_upgrade_request_with_a_body_is_refused_not_answered_500(edge: Edge, test_id: str):
-    # llhttp hands over at the upgrade without reading the body: the proxy can never forward it whole.
-    data = _post(f"/a/{test_id}", b"Connection: Upgrade", b"Upgrade: h2c", b"Content-Length: 5", body=b"hello")
-    conversation = converse(edge.port, data + _get(f"/b/{test_id}-behind", f"{test_id}-behind"))
-    assert conversation.statuses == [400]
-    assert conversation.closed
-    assert edge.reached(test_id) == []
+@pytest.mark.parametrize("framing", [b"Content-Length: 5", b"Transfer-Encoding: chunked"])
+def test_an_h2c_upgrade_with_a_body_is_forwarded_whole_and_the_connection_stays_usable(edge: Edge, test_id: str,
+                                                                                      framing: bytes):
+    # llhttp hands over at an upgrade request's head, its body unread: the proxy reads the body as
+    # framed and the requests after it as requests.
+    body = b"hello" if framing.startswith(b"Content") else b"5\r\nhello\r\n0\r\n\r\n"
+    data = _post(f"/a/{test_id}", b"X-Test-Id: " + test_id.encode(), b"Connection: Upgrade", b"Upgrade: h2c",
+                 framing, body=body)
+    conversation = converse(edge.port, data + _get(f"/b/{test_id}-behind", f"{test_id}-behind"), expect=2)
+    assert conversation.statuses == [200, 200] and not conversation.closed
+    [seen] = [seen for seen in edge.reached(test_id) if seen.test_id == test_id]
+    assert seen.body == b"hello" and not seen.values("upgrade")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,9 +11,11 @@ import time
 from pathlib import Path
 
 import httpx
+from websockets.sync.client import connect
 
 import playground.demo  # noqa: F401 - what `strangler demo` runs in a subprocess: a broken import fails here
 import strangler.app  # noqa: F401 - likewise the proxy it starts
+from tests.playground.conftest import CSRF_FIELD
 from tests.support.servers import REPO, free_port, wait_until
 
 READY_WITHIN_S = 15.0
@@ -104,6 +107,16 @@ def test_demo_starts_fresh_routes_as_configured_and_leaves_nothing_behind(tmp_pa
         legacy = f"http://127.0.0.1:{ports['legacy']}"
         wait_until(lambda: httpx.get(f"{legacy}/api/orders/{by_saga.json()['id']}/").json() == by_saga.json(),
                    timeout_s=2, what="the saga's order on the monolith")
+
+        # The monolith's live order status (the order page's WebSocket) through the proxy.
+        with httpx.Client(base_url=proxy) as browser:
+            token = CSRF_FIELD.search(browser.get("/accounts/login/").text).group(1)
+            browser.post("/accounts/login/", data={"email": "bob@example.com", "password": "canwefixit",
+                                                   "csrfmiddlewaretoken": token})
+            cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+        with connect(f"ws://127.0.0.1:{ports['listen']}/orders/{order_id}/live/", proxy=None,
+                     additional_headers={"Cookie": cookie}) as live:
+            assert json.loads(live.recv(timeout=5)) == {"order_id": order_id, "status": "paid"}
 
         children = children_of(demo.pid)
         assert len(children) == 5, children  # monolith, three services, proxy

@@ -12,13 +12,20 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 import strangler.app  # noqa: F401 - the proxy these tests run in a subprocess: a broken import fails here
 from extracted_services.common.app import build_app as build_service_app
+from legacy_monolith import settings
 from legacy_monolith.asgi import build_app as build_monolith_app
+from legacy_monolith.db import Database
+from legacy_monolith.orders.models import list_orders
+from legacy_monolith.shipping.models import ship_order
 from tests.contract.seeding import SERVICES, seed_everything
 from tests.playground.conftest import CSRF_FIELD
 from tests.support.servers import REPO, ProxyProcess, ThreadedServer
@@ -27,8 +34,8 @@ SHIPPED_CONFIG = REPO / "config" / "routes.yaml"
 
 
 class Playground:
-    def __init__(self, proxy: ProxyProcess, servers: dict[str, ThreadedServer]) -> None:
-        self.proxy, self.servers = proxy, servers
+    def __init__(self, proxy: ProxyProcess, servers: dict[str, ThreadedServer], data_dir: Path) -> None:
+        self.proxy, self.servers, self.data_dir = proxy, servers, data_dir
         self.direct = {name: server.url for name, server in servers.items()}
 
     def browser(self) -> httpx.Client:
@@ -51,7 +58,7 @@ def playground(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playground]
     config_path.write_text(config)
     proxy = ProxyProcess(config_path).start()
     try:
-        yield Playground(proxy, servers)
+        yield Playground(proxy, servers, data_dir)
     finally:
         proxy.terminate()
         for server in servers.values():
@@ -154,3 +161,23 @@ def test_upload_streams_through_unchanged(playground: Playground) -> None:
                                files={"file": ("big.bin", content, "application/octet-stream")})
     assert response.status_code == 200
     assert hashlib.sha256(content).hexdigest() in response.text
+
+
+def test_the_order_page_follows_its_status_live_over_a_websocket_through_the_proxy(playground: Playground) -> None:
+    """The monolith's live endpoint, through the shipped config: the status now, then the change."""
+    database = Database(playground.data_dir / settings.DATABASE_NAME)
+    order = next(order for order in list_orders(database) if order["status"] == "paid")
+    live = playground.proxy.url.replace("http://", "ws://") + f"/orders/{order['id']}/live/"
+    with playground.browser() as client:
+        log_in(client, "bob@example.com", "canwefixit")
+        page = client.get(f"/orders/{order['id']}/")
+        assert f"/orders/{order['id']}/live/" in page.text
+        cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    with connect(live, additional_headers={"Cookie": cookie}, proxy=None, open_timeout=5) as socket:
+        assert socket.response.headers["x-strangler-route"] == "everything-else"
+        assert json.loads(socket.recv(timeout=5)) == {"order_id": order["id"], "status": "paid"}
+        ship_order(database, order_id=order["id"], carrier="DHL", tracking_number="LIVE-1", shipped_at="2026-12-07")
+        assert json.loads(socket.recv(timeout=10)) == {"order_id": order["id"], "status": "shipped"}
+    with pytest.raises(InvalidStatus) as refused:           # not logged in: the order is not theirs to watch
+        connect(live, proxy=None, open_timeout=5)
+    assert refused.value.response.status_code == 403

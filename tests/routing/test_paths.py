@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import posixpath
+from urllib.parse import unquote
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from strangler.errors import BadPath
-from strangler.paths import covers, normalize_path, strip_prefix
+from strangler.config.model import Match, Route
+from strangler.paths import covers, forwarded_path, normalize_path, path_forms, strip_prefix
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
@@ -219,3 +223,70 @@ def test_normalize_path_either_rejects_or_returns_a_clean_path(tail: bytes) -> N
     assert normalize_path(once.encode("ascii")) == once
     for bad in ("//", "/./", "/../", "?", "#"):
         assert bad not in once
+
+
+# --- encoded slashes kept (paths.encoded_slash: keep) ----------------------------------------------
+
+@pytest.mark.parametrize(("raw", "matched", "forwarded"), [
+    (b"/api/projects/group%2Fname", "/api/projects/group%2Fname", "/api/projects/group%2Fname"),
+    (b"/api/projects/group%2fname", "/api/projects/group%2Fname", "/api/projects/group%2fname"),
+    (b"/api/x%7e%41/a%2Fb%20c", "/api/x~A/a%2Fb%20c", "/api/x%7e%41/a%2Fb%20c"),
+    (b"/api/./projects/../projects//a%2Fb/", "/api/projects/a%2Fb/", "/api/projects/a%2Fb/"),
+    (b"/signed/a%2Fb%3d%3D", "/signed/a%2Fb%3D%3D", "/signed/a%2Fb%3d%3D"),
+])
+def test_kept_encoded_slashes_match_inside_their_segment_and_go_out_as_sent(raw: bytes, matched: str,
+                                                                          forwarded: str) -> None:
+    forms = path_forms(raw)
+    assert (forms.matched, forms.forwarded()) == (matched, forwarded)
+    assert covers("/api/projects", "/api/projects/group%2Fname") and not covers("/api/projects/group", forms.matched)
+
+
+def test_kept_paths_lose_the_prefix_by_segments() -> None:
+    forms = path_forms(b"/files/%7Euser/a%2Fb")
+    assert forms.forwarded("/files") == "/%7Euser/a%2Fb"
+    assert path_forms(b"/files").forwarded("/files") == "/"
+
+
+@pytest.mark.parametrize("raw", [
+    b"/api/projects/..%2F..%2Fadmin", b"/api/projects/%2e%2e%2Fadmin", b"/api/projects/a%2F..",
+    b"/api/projects/a%2F.%2Fb", b"/api/projects/..%2f", b"/api/projects/a%5Cb",
+])
+def test_a_dot_segment_behind_an_encoded_slash_never_passes(raw: bytes) -> None:
+    with pytest.raises(BadPath):
+        path_forms(raw)
+    with pytest.raises(BadPath):
+        normalize_path(raw)
+
+
+def test_a_route_that_rejects_encoded_slashes_refuses_them_even_when_another_keeps_them() -> None:
+    keep = Route(name="keep", match=Match(path="/api"), split=(("a", 100.0),), encoded_slash="keep", strip_prefix=True)
+    reject = Route(name="reject", match=Match(path="/api"), split=(("a", 100.0),))
+    forms = path_forms(b"/api/group%2Fname")
+    assert forwarded_path(forms.matched, forms, keep) == "/group%2Fname"
+    with pytest.raises(BadPath):
+        forwarded_path(forms.matched, forms, reject)
+    plain = path_forms(b"/api/%61")
+    assert forwarded_path(plain.matched, plain, reject) == "/api/a"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["..", ".", "%2e%2e", "%2E", "a", "%2F", "%2f", "b%2F..", "%2F..%2F", "..%2F", "x"]),
+                max_size=8))
+def test_a_kept_path_under_a_prefix_stays_under_it_however_the_upstream_decodes_it(parts: list[str]) -> None:
+    """`..%2F` never leaves the prefix: decoding every escape and resolving dot segments, as the most
+    trusting upstream would, lands under the route's prefix whenever the proxy matched it there."""
+    raw = ("/api/projects/" + "/".join(parts)).encode()
+    try:
+        forms = path_forms(raw)
+    except BadPath:
+        return
+    if covers("/api/projects", forms.matched):
+        decoded = posixpath.normpath(unquote(forms.forwarded()))
+        assert decoded == "/api/projects" or decoded.startswith("/api/projects/"), (raw, forms)
+
+
+@pytest.mark.parametrize("raw", [b"/", b"/api/projects/7", b"/api/projects/7/", b"/files/a.txt"])
+def test_plain_paths_take_the_same_forms_either_way(raw: bytes) -> None:
+    forms = path_forms(raw)
+    assert forms.matched == forms.forwarded() == normalize_path(raw) and not forms.has_encoded_slash
+    assert forms.forwarded("/files") == strip_prefix(forms.matched, "/files")
