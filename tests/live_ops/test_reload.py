@@ -27,7 +27,7 @@ from tests.support.metrics import breaker_state, routes, scrape
 from tests.support.servers import GetInThread, ProxyProcess, wait_until
 
 CLIENTS = 32
-REWRITES = 20
+REWRITES = 12
 RELOAD_DEADLINE_S = 5.0     # the contract says 2 s; the slack is for a loaded CI machine
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
