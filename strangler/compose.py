@@ -131,7 +131,8 @@ class _PartFetch:
     async def run(self, deadline: float | None) -> None:
         try:
             async with asyncio.timeout_at(deadline):
-                lease = await self.forwarder.run(self.part.upstream)
+                # The composite's one deadline covers this part (its body too): not the route's again.
+                lease = await self.forwarder.send(self.part.upstream)
                 try:
                     self.status = lease.response.status  # type: ignore[union-attr]
                     body = await _read_body(lease, self.part.max_body_bytes)

@@ -45,17 +45,19 @@ class Forwarder:
         self.upgrade = False         # a WebSocket handshake: a 101 is an answer
 
     async def run(self, chosen: str) -> UpstreamLease:
+        """Send under the route's deadline."""
         timeout_s = self.route.timeout_s
         if timeout_s is None:
-            return await self._with_fallback(chosen)
+            return await self.send(chosen)
         try:
             async with asyncio.timeout(timeout_s):
-                return await self._with_fallback(chosen)
+                return await self.send(chosen)
         except TimeoutError:
             raise UpstreamError(f"no response within the route's timeout of {timeout_s:g}s", reason=Reason.TIMEOUT,
                                 route=self.route.name, upstream=self.trace.upstream) from None
 
-    async def _with_fallback(self, chosen: str) -> UpstreamLease:
+    async def send(self, chosen: str) -> UpstreamLease:
+        """Send to `chosen`, then the fallback when that is safe, under the caller's own deadline."""
         fallback = self.route.fallback
         if fallback is None or fallback == chosen:
             return await self._try_upstream(chosen)
